@@ -1,0 +1,35 @@
+from pathlib import Path
+
+import pytest
+
+from vslib import config
+
+
+def test_default_model_set_is_tiny(monkeypatch):
+    monkeypatch.delenv("VSLIB_MODELS", raising=False)
+    m = config.models()
+    assert m.set_name == "tiny"
+    assert (m.image, m.multimodal, m.dinotxt) == ("tiny-dinov3", "tiny-siglip2", "tiny-dinotxt")
+
+
+def test_switch_to_real(monkeypatch):
+    monkeypatch.setenv("VSLIB_MODELS", " Real ")
+    m = config.models()
+    assert m.set_name == "real"
+    assert m.image.startswith("dinov3-") and m.dinotxt.startswith("dinotxt-")
+
+
+def test_unknown_model_set_names_the_value(monkeypatch):
+    monkeypatch.setenv("VSLIB_MODELS", "huge")
+    with pytest.raises(ValueError, match="'huge'"):
+        config.models()
+
+
+def test_image_folder(monkeypatch, tmp_path: Path):
+    monkeypatch.delenv("VSLIB_IMAGES", raising=False)
+    assert config.image_folder() is None
+    monkeypatch.setenv("VSLIB_IMAGES", str(tmp_path))
+    assert config.image_folder() == tmp_path
+    monkeypatch.setenv("VSLIB_IMAGES", str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match="missing"):
+        config.image_folder()
