@@ -1,0 +1,81 @@
+"""Shared pieces of the tiny-model trainers: schedules, logging, evaluation, model cards."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+
+def cosine_schedule(step: int, total: int, start: float, end: float, warmup: int = 0) -> float:
+    """Linear warmup from 0 to ``start``, then cosine decay to ``end``."""
+    if step < warmup:
+        return start * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return end + 0.5 * (start - end) * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases, norms and 1-d parameters (the usual ViT recipe)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def knn_top1(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor,
+             test_labels: torch.Tensor, k: int = 20, temperature: float = 0.07, num_classes: int = 10) -> float:
+    """Weighted k-NN classification accuracy on L2-normalised features (the DINO protocol)."""
+    train_feats = F.normalize(train_feats.float(), dim=1)
+    test_feats = F.normalize(test_feats.float(), dim=1)
+    sims = test_feats @ train_feats.T
+    top, idx = sims.topk(k, dim=1)
+    weights = (top / temperature).exp()
+    votes = torch.zeros(test_feats.shape[0], num_classes)
+    votes.scatter_add_(1, train_labels[idx], weights)
+    return (votes.argmax(1) == test_labels).float().mean().item()
+
+
+class Logger:
+    """Prints progress lines with elapsed time and keeps the loss history."""
+
+    def __init__(self, total: int, every: int = 50) -> None:
+        self.total, self.every, self.start = total, every, time.perf_counter()
+        self.history: list[tuple[int, float]] = []
+
+    def log(self, step: int, loss: float, **extra: float) -> None:
+        self.history.append((step, loss))
+        if step % self.every == 0 or step == self.total - 1:
+            parts = " ".join(f"{k}={v:.4g}" for k, v in extra.items())
+            print(f"step {step:5d}/{self.total} loss {loss:.4f} {parts} [{self.elapsed():.0f}s]", flush=True)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def dir_size_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())

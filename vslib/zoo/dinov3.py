@@ -1,0 +1,192 @@
+"""Train ``tiny-dinov3``: a transformers ``DINOv3ViTModel`` learned by DINO self-distillation.
+
+No labels are used: a student network matches the sharpened, centred output of an
+exponential-moving-average teacher across multi-crop views of the same scene
+(Caron et al., 2021). Labels only enter the evaluation (20-NN on frozen CLS features).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from transformers import DINOv3ViTConfig, DINOv3ViTImageProcessor, DINOv3ViTModel
+
+from vslib.zoo import augment, common
+from vslib.zoo.data import eval_pool, render_pool
+
+
+@dataclass
+class DinoRecipe:
+    """Hyper-parameters of the tiny-dinov3 run (recorded in the model card)."""
+
+    image_size: int = 64
+    patch_size: int = 8
+    hidden_size: int = 128
+    layers: int = 6
+    heads: int = 4
+    mlp_ratio: int = 4
+    registers: int = 4
+    train_scenes: int = 20000
+    steps: int = 1500
+    batch_size: int = 64
+    local_crops: int = 4
+    local_size: int = 32
+    global_scale: tuple[float, float] = (0.35, 1.0)
+    local_scale: tuple[float, float] = (0.08, 0.35)
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    warmup: int = 100
+    weight_decay: float = 0.04
+    out_dim: int = 1024
+    head_hidden: int = 512
+    bottleneck: int = 128
+    student_temp: float = 0.1
+    teacher_temp: float = 0.04
+    center_momentum: float = 0.9
+    ema_start: float = 0.99
+    seed: int = 0
+
+
+def backbone_config(r: DinoRecipe) -> DINOv3ViTConfig:
+    return DINOv3ViTConfig(
+        image_size=r.image_size,
+        patch_size=r.patch_size,
+        hidden_size=r.hidden_size,
+        num_hidden_layers=r.layers,
+        num_attention_heads=r.heads,
+        intermediate_size=r.hidden_size * r.mlp_ratio,
+        num_register_tokens=r.registers,
+        layerscale_value=0.1,
+    )
+
+
+class DinoHead(nn.Module):
+    """MLP projector and L2-normalised prototypes (the DINO head)."""
+
+    def __init__(self, in_dim: int, hidden: int, bottleneck: int, out_dim: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, bottleneck)
+        )
+        self.prototypes = nn.Parameter(torch.randn(out_dim, bottleneck) * 0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.normalize(self.mlp(x), dim=-1)
+        return F.linear(x, F.normalize(self.prototypes, dim=-1))
+
+
+class DinoNet(nn.Module):
+    def __init__(self, backbone: DINOv3ViTModel, head: DinoHead) -> None:
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(pixel_values=x).pooler_output)
+
+
+def dino_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], center: torch.Tensor,
+              student_temp: float, teacher_temp: float) -> torch.Tensor:
+    """Cross-entropy between each teacher global view and every other student view."""
+    targets = [F.softmax((t - center) / teacher_temp, dim=-1) for t in teacher]
+    logps = [F.log_softmax(s / student_temp, dim=-1) for s in student]
+    total, n = 0.0, 0
+    for i, t in enumerate(targets):
+        for j, lp in enumerate(logps):
+            if i == j:
+                continue
+            total = total + (-(t * lp).sum(-1)).mean()
+            n += 1
+    return total / n
+
+
+def make_views(images: torch.Tensor, r: DinoRecipe, g: torch.Generator) -> list[torch.Tensor]:
+    x = augment.to_float(images)
+    views = []
+    for _ in range(2):
+        v = augment.random_resized_crop(x, r.image_size, r.global_scale, generator=g)
+        views.append(augment.normalize(augment.color_jitter(v, generator=g)))
+    for _ in range(r.local_crops):
+        v = augment.random_resized_crop(x, r.local_size, r.local_scale, generator=g)
+        views.append(augment.normalize(augment.color_jitter(v, generator=g)))
+    return views
+
+
+@torch.no_grad()
+def cls_features(backbone: DINOv3ViTModel, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """Frozen CLS (pooler) features of uint8 images."""
+    backbone.eval()
+    out = []
+    for i in range(0, len(images), batch):
+        x = augment.normalize(augment.to_float(images[i : i + batch]))
+        out.append(backbone(pixel_values=x).pooler_output)
+    return torch.cat(out)
+
+
+def evaluate(backbone: DINOv3ViTModel, size: int = 64) -> dict[str, float]:
+    """20-NN top-1 on frozen CLS features: train-split gallery, test-split synthetic Imagenette."""
+    gallery = render_pool("train", 5000, size, start=10_000_000)
+    test = eval_pool("test", per_class=50, size=size)
+    acc = common.knn_top1(cls_features(backbone, gallery.images), gallery.labels,
+                          cls_features(backbone, test.images), test.labels, k=20)
+    return {"knn20_top1": acc, "gallery": len(gallery), "test": len(test)}
+
+
+def train(out_dir: Path, recipe: DinoRecipe | None = None, *, log_every: int = 50,
+          run_eval: bool = True) -> dict:
+    """Train tiny-dinov3 and save it (weights, config, image processor) to ``out_dir``."""
+    r = recipe or DinoRecipe()
+    torch.manual_seed(r.seed)
+    g = torch.Generator().manual_seed(r.seed)
+    print(f"rendering {r.train_scenes} training scenes ...", flush=True)
+    pool = render_pool("train", r.train_scenes, r.image_size)
+
+    student = DinoNet(DINOv3ViTModel(backbone_config(r)),
+                      DinoHead(r.hidden_size, r.head_hidden, r.bottleneck, r.out_dim))
+    teacher = copy.deepcopy(student).requires_grad_(False)
+    center = torch.zeros(1, r.out_dim)
+    opt = torch.optim.AdamW(common.param_groups(student, r.weight_decay), lr=r.lr)
+    log = common.Logger(r.steps, log_every)
+    student.train()
+    for step in range(r.steps):
+        common.set_lr(opt, common.cosine_schedule(step, r.steps, r.lr, r.min_lr, r.warmup))
+        idx = torch.randint(len(pool), (r.batch_size,), generator=g)
+        views = make_views(pool.images[idx], r, g)
+        with torch.no_grad():
+            t_out = [teacher(v) for v in views[:2]]
+        s_out = [student(views[0]), student(views[1])]
+        local = torch.cat(views[2:])
+        s_out += list(student(local).chunk(r.local_crops))
+        loss = dino_loss(s_out, t_out, center, r.student_temp, r.teacher_temp)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(student.parameters(), 3.0)
+        opt.step()
+        m = 1 - (1 - r.ema_start) * (1 + torch.cos(torch.tensor(torch.pi * step / r.steps)).item()) / 2
+        with torch.no_grad():
+            for ps, pt in zip(student.parameters(), teacher.parameters()):
+                pt.mul_(m).add_(ps.detach(), alpha=1 - m)
+            batch_center = torch.cat(t_out).mean(0, keepdim=True)
+            center.mul_(r.center_momentum).add_(batch_center, alpha=1 - r.center_momentum)
+        log.log(step, loss.item(), lr=opt.param_groups[0]["lr"], ema=m)
+    train_seconds = log.elapsed()
+
+    backbone = teacher.backbone  # the teacher's weights are the better features (as in DINO)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    backbone.save_pretrained(out_dir)
+    DINOv3ViTImageProcessor(size={"height": r.image_size, "width": r.image_size}).save_pretrained(out_dir)
+    metrics = evaluate(backbone, r.image_size) if run_eval else {}
+    return {
+        "recipe": asdict(r),
+        "train_seconds": round(train_seconds, 1),
+        "loss_first": log.history[0][1],
+        "loss_last": sum(v for _, v in log.history[-20:]) / min(20, len(log.history)),
+        "loss_history": [round(v, 5) for _, v in log.history],
+        "parameters": sum(p.numel() for p in backbone.parameters()),
+        "metrics": metrics,
+    }

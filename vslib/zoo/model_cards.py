@@ -1,0 +1,105 @@
+"""Model cards (``README.md``) for the bundled checkpoints, written from measured numbers only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+DESCRIPTIONS = {
+    "tiny-dinov3": {
+        "architecture": "transformers `DINOv3ViTModel` (ViT with RoPE, {registers} register tokens), "
+        "{layers} layers, width {hidden_size}, {heads} heads, patch {patch_size}, {image_size} px input.",
+        "objective": "DINO self-distillation without labels: student and EMA teacher, centring and "
+        "sharpening of the teacher output, multi-crop (2 global {image_size} px crops, "
+        "{local_crops} local {local_size} px crops), {out_dim} prototypes.",
+        "embedding": "CLS token after the final norm (`pooler_output`), {hidden_size}-d.",
+    },
+    "tiny-siglip2": {
+        "architecture": "transformers `SiglipModel` (the architecture of the fixed-resolution SigLIP 2 "
+        "checkpoints): vision ViT {vision_layers} layers, text transformer {text_layers} layers, "
+        "width {width}, {heads} heads, patch {patch_size}, {image_size} px input, text padded to "
+        "{max_length} tokens; word-level tokenizer over the caption vocabulary.",
+        "objective": "SigLIP pairwise sigmoid loss, initialised with t' = log 10 and b = -10, "
+        "{warmup} warmup steps, batch {batch_size}; pairs with identical captions count as positives.",
+        "embedding": "image: attention-pooled vision output; text: last-token output through the "
+        "text head; both {width}-d; scores are sigmoid(cos * exp(logit_scale) + logit_bias).",
+    },
+    "tiny-dinotxt": {
+        "architecture": "the dino.txt recipe in miniature: frozen `tiny-dinov3` backbone (bit-identical "
+        "weights, checked by sha256), a {head_blocks}-block vision head, a causal text transformer "
+        "({text_layers} layers, width {text_width}) with a CLIP BPE tokenizer (context 77).",
+        "objective": "CLIP symmetric cross-entropy with a learned temperature; only the head, the "
+        "text tower and the temperature train.",
+        "embedding": "image: concat(head CLS output, mean of head patch outputs); text: end-of-text "
+        "token through a linear projection.",
+    },
+}
+
+METRIC_NAMES = {
+    "knn20_top1": "20-NN top-1 on frozen CLS features (synthetic Imagenette test split)",
+    "zero_shot_top1_80_templates": "zero-shot top-1, 80-template ensemble",
+    "zero_shot_top5_80_templates": "zero-shot top-5, 80-template ensemble",
+    "zero_shot_top1_single_template": "zero-shot top-1, single template \"a photo of a {}.\"",
+    "color_class_recall_at_5": "text-to-image recall@5, \"a {colour} {class}\" queries",
+}
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if value <= 1 else f"{value:.1f}"
+    return str(value)
+
+
+def write_card(name: str, out: Path, report: dict, benchmark: dict | None = None) -> Path:
+    """Write ``out/README.md`` from a training report and, if given, benchmark results."""
+    d = {k: v.format(**report["recipe"]) for k, v in DESCRIPTIONS[name].items()}
+    metrics = report.get("metrics", {})
+    lines = [
+        f"# {name}",
+        "",
+        f"A bundled model of the `vslib` model zoo, trained from scratch on synthetic scenes "
+        f"(`vslib.synth`) on a CPU. It exists so that every chapter of the book runs offline "
+        f"with real, trained behaviour; it is not a substitute for the real checkpoints.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| Architecture | {d['architecture']} |",
+        f"| Parameters | {report['parameters']:,} |",
+        f"| Size on disk | {report.get('size_bytes', 0) / 1e6:.2f} MB |",
+        f"| Training data | {report['recipe'].get('train_scenes', 'n/a'):,} synthetic train-split scenes "
+        f"(`vslib.synth`, seeds disjoint from val/test) |",
+        f"| Objective | {d['objective']} |",
+        f"| Embedding | {d['embedding']} |",
+        f"| Steps | {report['recipe']['steps']:,} |",
+        f"| Training wall time | {report['train_seconds'] / 60:.1f} min on {report.get('machine', 'CPU')} |",
+        "",
+        "## Evaluation (held-out test split)",
+        "",
+        "Measured at the end of training:",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
+    lines += [f"| {METRIC_NAMES.get(k, k)} | {_fmt(v)} |" for k, v in metrics.items()]
+    if benchmark:
+        lines += ["", "Measured through `vslib.load_encoder` by `benchmarks/zoo_eval.py`:", "",
+                  "| metric | value |", "|---|---|"]
+        lines += [f"| {METRIC_NAMES.get(k, k)} | {_fmt(v)} |" for k, v in benchmark.items()]
+    lines += [
+        "",
+        "## Reproduce",
+        "",
+        "```bash",
+        f"python -m vslib.zoo.train {name}",
+        "```",
+        "",
+        "The recipe (all hyper-parameters) is in `training.json` beside this file.",
+        "",
+    ]
+    path = Path(out) / "README.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def load_report(out: Path) -> dict:
+    return json.loads((Path(out) / "training.json").read_text())

@@ -1,0 +1,228 @@
+"""Train ``tiny-siglip2``: a transformers SigLIP dual encoder with the pairwise sigmoid loss.
+
+The architecture is ``SiglipModel``, the one the fixed-resolution SigLIP 2 checkpoints
+(for example ``google/siglip2-base-patch16-224``) load as. The tokenizer is a word-level
+``tokenizers`` model built from the synthetic caption vocabulary. The loss is SigLIP's
+(Zhai et al., 2023) with the paper's initialisation ``t' = log 10``, ``b = -10``, a
+learning-rate warmup, and one change for synthetic captions: pairs whose captions are
+the same string are positives, not negatives.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+from transformers import (
+    PreTrainedTokenizerFast,
+    SiglipConfig,
+    SiglipImageProcessor,
+    SiglipModel,
+    SiglipTextConfig,
+    SiglipVisionConfig,
+)
+
+from vslib import synth
+from vslib.templates import IMAGENET_TEMPLATES
+from vslib.zoo import augment, common
+from vslib.zoo.data import ScenePool, eval_pool, render_pool
+
+SIGLIP_MEAN = (0.5, 0.5, 0.5)
+SIGLIP_STD = (0.5, 0.5, 0.5)
+SPECIAL = ("<pad>", "</s>", "<unk>")
+
+
+@dataclass
+class SiglipRecipe:
+    """Hyper-parameters of the tiny-siglip2 run (recorded in the model card)."""
+
+    image_size: int = 64
+    patch_size: int = 8
+    width: int = 128
+    vision_layers: int = 6
+    text_layers: int = 4
+    heads: int = 4
+    mlp_ratio: int = 4
+    max_length: int = 64
+    train_scenes: int = 30000
+    steps: int = 2000
+    batch_size: int = 256
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    warmup: int = 200
+    weight_decay: float = 0.05
+    init_logit_scale: float = math.log(10.0)
+    init_logit_bias: float = -10.0
+    crop_scale: tuple[float, float] = (0.6, 1.0)
+    seed: int = 0
+
+
+def build_tokenizer(max_length: int = 64) -> PreTrainedTokenizerFast:
+    """A lowercasing word-level tokenizer over the synthetic caption vocabulary, ending with ``</s>``."""
+    words = sorted(set(synth.caption_vocabulary()))
+    punctuation = [".", ",", "'", "-", "!", "?", ":", ";"]
+    vocab = {tok: i for i, tok in enumerate([*SPECIAL, *punctuation, *[w for w in words if w not in punctuation]])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", vocab["</s>"])])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        model_max_length=max_length,
+    )
+
+
+def model_config(r: SiglipRecipe, vocab_size: int) -> SiglipConfig:
+    text = SiglipTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=r.width,
+        intermediate_size=r.width * r.mlp_ratio,
+        num_hidden_layers=r.text_layers,
+        num_attention_heads=r.heads,
+        max_position_embeddings=r.max_length,
+        pad_token_id=0,
+        eos_token_id=1,
+        projection_size=r.width,
+    )
+    vision = SiglipVisionConfig(
+        hidden_size=r.width,
+        intermediate_size=r.width * r.mlp_ratio,
+        num_hidden_layers=r.vision_layers,
+        num_attention_heads=r.heads,
+        image_size=r.image_size,
+        patch_size=r.patch_size,
+    )
+    return SiglipConfig(text_config=text.to_dict(), vision_config=vision.to_dict())
+
+
+def sigmoid_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor,
+                 positives: torch.Tensor) -> torch.Tensor:
+    """SigLIP's loss: every image-text pair is an independent binary decision."""
+    logits = txt @ img.T * scale.exp() + bias
+    signs = positives.float() * 2 - 1
+    return -F.logsigmoid(signs * logits).sum(1).mean()
+
+
+def tokenize(tokenizer: PreTrainedTokenizerFast, texts: list[str], max_length: int) -> torch.Tensor:
+    return tokenizer(texts, padding="max_length", max_length=max_length, truncation=True,
+                     return_tensors="pt")["input_ids"]
+
+
+@torch.no_grad()
+def embed(model: SiglipModel, tokenizer, pool: ScenePool, texts: list[str], max_length: int,
+          batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised image embeddings of a pool and text embeddings of ``texts``."""
+    model.eval()
+    imgs = [model.get_image_features(pixel_values=augment.normalize(augment.to_float(pool.images[i:i + batch]),
+                                                                  SIGLIP_MEAN, SIGLIP_STD)).pooler_output
+            for i in range(0, len(pool), batch)]
+    txts = [model.get_text_features(input_ids=tokenize(tokenizer, texts[i:i + batch], max_length)).pooler_output
+            for i in range(0, len(texts), batch)]
+    return F.normalize(torch.cat(imgs), dim=-1), F.normalize(torch.cat(txts), dim=-1)
+
+
+def zero_shot_top1(image_emb: torch.Tensor, class_emb: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    scores = image_emb @ class_emb.T
+    top1 = (scores.argmax(1) == labels).float().mean().item()
+    top5 = (scores.topk(5, dim=1).indices == labels[:, None]).any(1).float().mean().item()
+    return top1, top5
+
+
+def class_embeddings(text_emb_fn, templates) -> torch.Tensor:
+    """Template ensemble: normalise each prompt embedding, average per class, renormalise."""
+    rows = []
+    for name in synth.CLASSES:
+        e = text_emb_fn([t.format(name) for t in templates])
+        rows.append(F.normalize(F.normalize(e, dim=-1).mean(0), dim=-1))
+    return torch.stack(rows)
+
+
+def color_class_recall_at_5(image_emb: torch.Tensor, text_emb_fn, scenes) -> float:
+    """Text-to-image recall@5 for "a {colour} {class}" queries over a gallery."""
+    keys = [(s.objects[0].color, s.objects[0].shape) for s in scenes]
+    queries = sorted(set(keys))
+    q_emb = text_emb_fn([f"a {c} {s}" for c, s in queries])
+    top5 = (q_emb @ image_emb.T).topk(5, dim=1).indices
+    hits = [any(keys[j] == q for j in top5[i].tolist()) for i, q in enumerate(queries)]
+    return sum(hits) / len(hits)
+
+
+def evaluate(model: SiglipModel, tokenizer, size: int, max_length: int) -> dict:
+    scenes = synth.eval_set("test", per_class=50, size=size, small_objects=0)
+    pool = eval_pool("test", per_class=50, size=size)
+    img, _ = embed(model, tokenizer, pool, [], max_length)
+
+    def text_fn(texts):
+        return embed(model, tokenizer, ScenePool(pool.images[:0], pool.labels[:0], []), texts, max_length)[1]
+
+    ens1, ens5 = zero_shot_top1(img, class_embeddings(text_fn, IMAGENET_TEMPLATES), pool.labels)
+    one1, _ = zero_shot_top1(img, class_embeddings(text_fn, ["a photo of a {}."]), pool.labels)
+    return {
+        "zero_shot_top1_80_templates": ens1,
+        "zero_shot_top5_80_templates": ens5,
+        "zero_shot_top1_single_template": one1,
+        "color_class_recall_at_5": color_class_recall_at_5(img, text_fn, scenes),
+        "test_images": len(pool),
+    }
+
+
+def train(out_dir: Path, recipe: SiglipRecipe | None = None, *, log_every: int = 50,
+          run_eval: bool = True) -> dict:
+    """Train tiny-siglip2 and save model, tokenizer and image processor to ``out_dir``."""
+    r = recipe or SiglipRecipe()
+    torch.manual_seed(r.seed)
+    g = torch.Generator().manual_seed(r.seed)
+    tokenizer = build_tokenizer(r.max_length)
+    print(f"rendering {r.train_scenes} training scenes ...", flush=True)
+    pool = render_pool("train", r.train_scenes, r.image_size)
+    model = SiglipModel(model_config(r, len(tokenizer)))
+    with torch.no_grad():
+        model.logit_scale.fill_(r.init_logit_scale)
+        model.logit_bias.fill_(r.init_logit_bias)
+    opt = torch.optim.AdamW(common.param_groups(model, r.weight_decay), lr=r.lr)
+    log = common.Logger(r.steps, log_every)
+    model.train()
+    for step in range(r.steps):
+        common.set_lr(opt, common.cosine_schedule(step, r.steps, r.lr, r.min_lr, r.warmup))
+        idx = torch.randint(len(pool), (r.batch_size,), generator=g)
+        picks = torch.randint(1 << 30, (r.batch_size,), generator=g).tolist()
+        texts = [pool.captions[i][p % len(pool.captions[i])] for i, p in zip(idx.tolist(), picks)]
+        x = augment.random_resized_crop(augment.to_float(pool.images[idx]), r.image_size, r.crop_scale,
+                                        ratio=(0.9, 1.1), generator=g)
+        x = augment.normalize(x, SIGLIP_MEAN, SIGLIP_STD)
+        ids = tokenize(tokenizer, texts, r.max_length)
+        img = F.normalize(model.get_image_features(pixel_values=x).pooler_output, dim=-1)
+        txt = F.normalize(model.get_text_features(input_ids=ids).pooler_output, dim=-1)
+        same = torch.tensor([[a == b for b in texts] for a in texts])
+        loss = sigmoid_loss(img, txt, model.logit_scale, model.logit_bias, same)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        log.log(step, loss.item(), lr=opt.param_groups[0]["lr"], t=model.logit_scale.exp().item(),
+                b=model.logit_bias.item())
+    train_seconds = log.elapsed()
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    SiglipImageProcessor(size={"height": r.image_size, "width": r.image_size},
+                         image_mean=list(SIGLIP_MEAN), image_std=list(SIGLIP_STD)).save_pretrained(out_dir)
+    return {
+        "recipe": asdict(r),
+        "train_seconds": round(train_seconds, 1),
+        "loss_first": log.history[0][1],
+        "loss_last": sum(v for _, v in log.history[-20:]) / min(20, len(log.history)),
+        "loss_history": [round(v, 5) for _, v in log.history],
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "metrics": evaluate(model, tokenizer, r.image_size, r.max_length) if run_eval else {},
+    }
