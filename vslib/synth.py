@@ -1,21 +1,27 @@
-"""A deterministic world of synthetic scenes: coloured shapes on varied backgrounds.
+"""A deterministic world of synthetic scenes: coloured shapes on simple backgrounds.
 
-Every scene has one dominant object and optionally a few small ones, its labels, object
-boxes and several captions. Most captions describe only the dominant object, as web
-captions do; a few mention the small objects. The bundled tiny models are trained on
-the ``train`` split; the chapters evaluate on ``val`` and ``test``. Splits draw from
-disjoint random streams, so they never share a scene.
+Every scene has one dominant object (one of ten shape classes, with a colour, a
+texture, a size and a position) on a background, and optionally one to three small
+objects. Scenes come with captions that, like web alt-text, mostly describe the
+dominant object. The bundled tiny models are trained on these scenes, and the
+balanced 10-class :func:`eval_set` ("synthetic Imagenette") stands in for Imagenette.
 
-Introduced in chapter 1 (the scenes every chapter searches) and used throughout.
+A scene is a pure function of ``(split, seed)``: the three splits draw from
+disjoint random streams, so no train scene is ever a val or test scene. The layout
+does not depend on the resolution, so the same seed renders the same scene at 32,
+64 or 224 pixels, and the small objects are drawn last, so the same seed with
+fewer small objects is the same scene without them.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import count
 from pathlib import Path
 
 import numpy as np
@@ -24,40 +30,88 @@ from PIL import Image, ImageDraw
 from vslib.templates import IMAGENET_TEMPLATES, SHORT_TEMPLATES
 
 CLASSES: tuple[str, ...] = (
-    "circle", "square", "triangle", "star", "cross", "ring", "diamond", "hexagon", "heart", "arrow",
+    "circle",
+    "square",
+    "triangle",
+    "star",
+    "cross",
+    "ring",
+    "diamond",
+    "hexagon",
+    "heart",
+    "arrow",
 )
+
 COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 30, 30),
-    "green": (30, 170, 50),
-    "blue": (30, 70, 220),
-    "yellow": (245, 215, 30),
-    "orange": (245, 130, 20),
-    "purple": (140, 50, 180),
-    "white": (245, 245, 245),
-    "black": (20, 20, 20),
+    "red": (215, 35, 35),
+    "green": (30, 165, 60),
+    "blue": (35, 75, 215),
+    "yellow": (245, 215, 35),
+    "orange": (245, 135, 25),
+    "purple": (135, 50, 185),
+    "white": (248, 248, 248),
+    "black": (18, 18, 18),
 }
-BACKGROUND_COLORS: dict[str, tuple[int, int, int]] = {
-    "gray": (128, 128, 128),
-    "beige": (225, 210, 175),
-    "navy": (25, 35, 80),
-    "teal": (40, 130, 130),
-    "pink": (240, 170, 190),
-    "olive": (110, 110, 40),
-    "brown": (110, 70, 40),
-    "lightblue": (170, 200, 235),
-}
+
+# Muted, unnamed tones, so that a colour word in a caption always names an object.
+BACKGROUND_COLORS: tuple[tuple[int, int, int], ...] = (
+    (200, 200, 200),
+    (125, 125, 125),
+    (55, 55, 60),
+    (212, 195, 160),
+    (160, 190, 215),
+    (150, 170, 135),
+    (75, 85, 105),
+    (105, 80, 60),
+    (238, 232, 212),
+    (60, 110, 110),
+)
+
+SIZES: tuple[str, ...] = ("small", "medium", "large")
 TEXTURES: tuple[str, ...] = ("solid", "striped", "dotted")
 BACKGROUNDS: tuple[str, ...] = ("plain", "gradient", "noise", "stripes")
-SIZES: dict[str, float] = {"small": 0.34, "medium": 0.46, "large": 0.6}  # dominant object, fraction of side
-SMALL_OBJECT_SIZE = (0.14, 0.2)
-SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
-_EVAL_STREAM = 7
-_MIN_CONTRAST = 110.0
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+MAX_SMALL_OBJECTS = 3
+MIN_SIZE = 16
+MAX_SIZE = 2048
+
+# Minimum RGB distance between an object colour and every background tone.
+MIN_CONTRAST = 115.0
+# Object radius as a fraction of the image side (shapes fit in the unit disk).
+DOMINANT_RADIUS: dict[str, tuple[float, float]] = {
+    "small": (0.17, 0.21),
+    "medium": (0.24, 0.30),
+    "large": (0.33, 0.41),
+}
+SMALL_OBJECT_RADIUS: tuple[float, float] = (0.07, 0.11)
+SMALL_COUNT_PROBS: tuple[float, ...] = (0.5, 0.25, 0.15, 0.1)
+SMALL_MENTION_PROB = 0.25
+_EDGE = 0.02
+_PLACEMENT_TRIES = 40
+
+_ROOT_ENTROPY = 0x5EED_5CE9E
+_STREAM_LAYOUT, _STREAM_PIXELS, _STREAM_WORDS = 0, 1, 2
+
+_COLOR_TABLE = np.array(list(COLORS.values()), dtype=np.float32)
+_BACKGROUND_WORDS = {"plain": "plain", "gradient": "gradient", "noise": "noisy", "stripes": "striped"}
+_CAPTION_WORDS = ("a", "an", "photo", "of", "on", "background", "and", "small")
+_TOKEN = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
 
 
 @dataclass
 class SceneObject:
-    """One drawn object: class, attributes and its box (x0, y0, x1, y1) in pixels."""
+    """One object of a scene.
+
+    Attributes:
+        shape: Class name, one of ``CLASSES``.
+        color: Colour name, one of ``COLORS``.
+        texture: One of ``TEXTURES``.
+        size: Size name, one of ``SIZES``.
+        box: ``(x0, y0, x1, y1)`` in pixels of the rendered image; ``x1`` and ``y1``
+            are exclusive, as in ``PIL.Image.crop``. It bounds every pixel the
+            object covers, anti-aliased edges included.
+        dominant: Whether this is the scene's dominant object.
+    """
 
     shape: str
     color: str
@@ -66,215 +120,491 @@ class SceneObject:
     box: tuple[int, int, int, int]
     dominant: bool
 
-    def phrase(self, *, with_size: bool = False, with_texture: bool = False) -> str:
-        words = []
-        if with_size:
-            words.append(self.size)
-        if with_texture and self.texture != "solid":
-            words.append(self.texture)
-        return " ".join([*words, self.color, self.shape])
-
 
 @dataclass
 class Scene:
-    """A rendered scene with its objects (dominant first) and captions."""
+    """A rendered scene with its objects and captions.
+
+    Attributes:
+        image: The RGB image.
+        objects: The dominant object first, then the small objects.
+        background: One of ``BACKGROUNDS``.
+        captions: Lowercase captions, most describing the dominant object only.
+        seed: The scene's index within its split.
+        split: One of ``SPLITS``.
+    """
 
     image: Image.Image
     objects: list[SceneObject]
     background: str
-    background_color: str
     captions: list[str]
     seed: int
     split: str
-    extra: dict = field(default_factory=dict)
 
     @property
     def label(self) -> str:
-        """Class name of the dominant object."""
+        """The dominant object's class name."""
         return self.objects[0].shape
 
     @property
     def label_index(self) -> int:
+        """The dominant object's index into ``CLASSES``."""
         return CLASSES.index(self.label)
 
     @property
-    def dominant(self) -> SceneObject:
-        return self.objects[0]
-
-    @property
     def small_objects(self) -> list[SceneObject]:
+        """The objects other than the dominant one."""
         return self.objects[1:]
 
 
-def _rng(split: str, index: int, stream: int = 0) -> np.random.Generator:
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; use one of {sorted(SPLITS)}")
-    if index < 0:
-        raise ValueError(f"scene index must be >= 0, got {index}")
-    return np.random.default_rng(np.random.SeedSequence(entropy=index, spawn_key=(SPLITS[split], stream)))
+@dataclass
+class _Background:
+    kind: str
+    colors: list[np.ndarray]
+    angle: float
+    period: float
 
 
-# ---------------------------------------------------------------- shapes (unit coordinates)
-
-def _regular(n: int, phase: float) -> list[tuple[float, float]]:
-    return [(math.cos(phase + 2 * math.pi * k / n), math.sin(phase + 2 * math.pi * k / n)) for k in range(n)]
-
-
-def _star() -> list[tuple[float, float]]:
-    pts = []
-    for k in range(10):
-        r = 1.0 if k % 2 == 0 else 0.42
-        a = -math.pi / 2 + math.pi * k / 5
-        pts.append((r * math.cos(a), r * math.sin(a)))
-    return pts
-
-
-def _heart() -> list[tuple[float, float]]:
-    pts = []
-    for k in range(48):
-        t = 2 * math.pi * k / 48
-        x = 16 * math.sin(t) ** 3
-        y = 13 * math.cos(t) - 5 * math.cos(2 * t) - 2 * math.cos(3 * t) - math.cos(4 * t)
-        pts.append((x / 17, -(y + 2.5) / 17))
-    return pts
+@dataclass
+class _ObjectSpec:
+    shape: str
+    color: str
+    rgb: np.ndarray
+    texture: str
+    size: str
+    radius: float
+    center: np.ndarray
+    angle: float
+    pattern_angle: float = 0.0
+    pattern_period: float = 0.45
+    pattern_phase: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    dominant: bool = False
 
 
-_POLYGONS: dict[str, list[tuple[float, float]]] = {
-    "square": [(-0.8, -0.8), (0.8, -0.8), (0.8, 0.8), (-0.8, 0.8)],
-    "triangle": [(0.0, -1.0), (0.95, 0.75), (-0.95, 0.75)],
-    "star": _star(),
-    "cross": [(-0.3, -1), (0.3, -1), (0.3, -0.3), (1, -0.3), (1, 0.3), (0.3, 0.3), (0.3, 1), (-0.3, 1),
-              (-0.3, 0.3), (-1, 0.3), (-1, -0.3), (-0.3, -0.3)],
-    "diamond": [(0.0, -1.0), (0.65, 0.0), (0.0, 1.0), (-0.65, 0.0)],
-    "hexagon": _regular(6, 0.0),
-    "heart": _heart(),
-    "arrow": [(-1, -0.22), (0.15, -0.22), (0.15, -0.6), (1, 0), (0.15, 0.6), (0.15, 0.22), (-1, 0.22)],
+# --------------------------------------------------------------------------- shapes
+
+
+def _regular(n: int, radius: float, start: float) -> np.ndarray:
+    angles = start + 2 * math.pi * np.arange(n) / n
+    return np.stack([radius * np.cos(angles), radius * np.sin(angles)], axis=1)
+
+
+def _star() -> np.ndarray:
+    outer = _regular(5, 1.0, -math.pi / 2)
+    inner = _regular(5, 0.42, -math.pi / 2 + math.pi / 5)
+    return np.stack([outer, inner], axis=1).reshape(-1, 2)
+
+
+def _heart() -> np.ndarray:
+    t = np.linspace(0, 2 * math.pi, 48, endpoint=False)
+    x = 16 * np.sin(t) ** 3
+    y = -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))
+    return np.stack([x, y], axis=1)
+
+
+def _centred(points: np.ndarray, half_extent: float = 0.95) -> np.ndarray:
+    """Centre a polygon's bounding box and scale its longer half side to ``half_extent``."""
+    lo, hi = points.min(0), points.max(0)
+    points = points - (lo + hi) / 2
+    return points * (half_extent / (np.abs(points).max()))
+
+
+_POLYGONS: dict[str, np.ndarray] = {
+    "square": np.array([(-0.75, -0.75), (0.75, -0.75), (0.75, 0.75), (-0.75, 0.75)]),
+    "triangle": _centred(_regular(3, 1.0, -math.pi / 2)),
+    "star": _centred(_star()),
+    "cross": np.array(
+        [
+            (-0.27, -0.9), (0.27, -0.9), (0.27, -0.27), (0.9, -0.27), (0.9, 0.27), (0.27, 0.27),
+            (0.27, 0.9), (-0.27, 0.9), (-0.27, 0.27), (-0.9, 0.27), (-0.9, -0.27), (-0.27, -0.27),
+        ]
+    ),
+    "diamond": np.array([(0.0, -0.95), (0.6, 0.0), (0.0, 0.95), (-0.6, 0.0)]),
+    "hexagon": _regular(6, 0.9, 0.0),
+    "heart": _centred(_heart(), 0.9),
+    "arrow": np.array(
+        [(-0.95, -0.2), (0.15, -0.2), (0.15, -0.6), (0.95, 0.0), (0.15, 0.6), (0.15, 0.2), (-0.95, 0.2)]
+    ),
+}
+_DISC_RADIUS = 0.9
+_RING_INNER = 0.5
+# Rotation range in degrees: small where a larger turn would change the shape's
+# identity (a square turned 45 degrees reads as a diamond, a cross as an x).
+_MAX_ROTATION: dict[str, float] = {
+    "circle": 0.0,
+    "ring": 0.0,
+    "square": 12.0,
+    "triangle": 20.0,
+    "star": 36.0,
+    "cross": 12.0,
+    "diamond": 10.0,
+    "hexagon": 30.0,
+    "heart": 15.0,
+    "arrow": 180.0,
 }
 
 
-def _shape_mask(shape: str, size: int, cx: float, cy: float, radius: float, angle: float) -> Image.Image:
-    mask = Image.new("L", (size, size), 0)
-    draw = ImageDraw.Draw(mask)
-    if shape in ("circle", "ring"):
-        draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=255)
-        if shape == "ring":
-            r2 = radius * 0.55
-            draw.ellipse([cx - r2, cy - r2, cx + r2, cy + r2], fill=0)
-        return mask
-    ca, sa = math.cos(angle), math.sin(angle)
-    pts = [(cx + radius * (x * ca - y * sa), cy + radius * (x * sa + y * ca)) for x, y in _POLYGONS[shape]]
-    draw.polygon(pts, fill=255)
-    return mask
+def _rotated(shape: str, angle: float) -> np.ndarray | None:
+    points = _POLYGONS.get(shape)
+    if points is None:
+        return None
+    c, s = math.cos(angle), math.sin(angle)
+    return points @ np.array([[c, s], [-s, c]])
 
 
-def _texture_fill(texture: str, rgb: tuple[int, int, int], size: int, period: float, rng) -> Image.Image:
-    fill = Image.new("RGB", (size, size), rgb)
-    if texture == "solid":
-        return fill
-    lum = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
-    other = tuple(int(c * 0.35) for c in rgb) if lum > 110 else tuple(int(c + (255 - c) * 0.6) for c in rgb)
-    draw = ImageDraw.Draw(fill)
-    step = max(3.0, period)
-    if texture == "striped":
-        width = max(1, int(step * 0.45))
-        for k in range(-2 * size, 2 * size, int(step)):
-            draw.line([(k, 0), (k + size, size)], fill=other, width=width)
-    else:  # dotted
-        r = max(1.0, step * 0.22)
-        off = rng.uniform(0, step)
-        y = off
-        while y < size:
-            x = off
-            while x < size:
-                draw.ellipse([x - r, y - r, x + r, y + r], fill=other)
-                x += step
-            y += step
-    return fill
+def _extent(points: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    if points is None:
+        return np.full(2, -_DISC_RADIUS), np.full(2, _DISC_RADIUS)
+    return points.min(0), points.max(0)
 
 
-def _background(kind: str, base: tuple[int, int, int], size: int, rng) -> Image.Image:
-    if kind == "plain":
-        return Image.new("RGB", (size, size), base)
-    b = np.array(base, dtype=np.float32)
-    if kind == "gradient":
-        other = np.clip(b + rng.uniform(-90, 90, 3), 0, 255)
-        t = np.linspace(0, 1, size, dtype=np.float32)
-        ramp = t[:, None] if rng.random() < 0.5 else t[None, :]
-        arr = b + (other - b) * ramp[..., None]
-        arr = np.broadcast_to(arr, (size, size, 3))
-    elif kind == "noise":
-        cells = max(4, size // 4)
-        noise = rng.normal(0, 28, (cells, cells, 3)).astype(np.float32)
-        small = Image.fromarray(np.clip(b + noise, 0, 255).astype(np.uint8))
-        return small.resize((size, size), Image.Resampling.NEAREST)
-    else:  # stripes
-        other = np.clip(b * 0.75 + 20, 0, 255)
-        period = max(4, int(size * rng.uniform(0.08, 0.16)))
-        band = (np.arange(size) // (period // 2)) % 2 == 0
-        arr = np.where(band[:, None, None], b, other)
-        arr = np.broadcast_to(arr, (size, size, 3)) if rng.random() < 0.5 else np.broadcast_to(
-            np.where(band[None, :, None], b, other), (size, size, 3))
-    return Image.fromarray(np.ascontiguousarray(arr).astype(np.uint8))
+# --------------------------------------------------------------------------- sampling
 
 
-def _pick_color(rng, bg_rgb: tuple[int, int, int], exclude: Sequence[str] = ()) -> str:
-    names = [n for n in COLORS if n not in exclude]
-    ok = [n for n in names if np.linalg.norm(np.subtract(COLORS[n], bg_rgb)) >= _MIN_CONTRAST]
-    return str(rng.choice(ok or names))
+def _check_split(split: str) -> int:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
+    return SPLITS.index(split)
 
 
-def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    return max(0.0, w) * max(0.0, h)
+def _check_seed(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    return int(seed)
 
 
-# ---------------------------------------------------------------- captions
+def _check_size(size: int) -> int:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
+        raise TypeError(f"size must be an int, got {type(size).__name__}")
+    if not MIN_SIZE <= size <= MAX_SIZE:
+        raise ValueError(f"size must be between {MIN_SIZE} and {MAX_SIZE} pixels, got {size}")
+    return int(size)
 
-def _a(phrase: str) -> str:
-    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
+
+def _check_class(name: str, what: str) -> str:
+    if name not in CLASSES:
+        raise ValueError(f"unknown {what} {name!r}; use one of {CLASSES}")
+    return name
 
 
-def _captions(objects: list[SceneObject], background: str, rng, mention_small: bool) -> list[str]:
-    d = objects[0]
-    color_shape = f"{d.color} {d.shape}"
-    caps = [
-        _a(color_shape),
-        _a(d.shape),
-        _a(d.phrase(with_size=True, with_texture=True)),
-        f"{_a(d.phrase(with_texture=True))} on {_a(background)} background",
-        str(rng.choice(IMAGENET_TEMPLATES)).format(color_shape),
-        str(rng.choice(IMAGENET_TEMPLATES)).format(d.shape),
-        str(rng.choice(SHORT_TEMPLATES)).format(color_shape),
+def _check_small_count(n: int | None) -> int | None:
+    if n is None:
+        return None
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n <= MAX_SMALL_OBJECTS:
+        raise ValueError(f"small_objects must be an int from 0 to {MAX_SMALL_OBJECTS} or None, got {n!r}")
+    return int(n)
+
+
+def _rng(split_code: int, seed: int, stream: int) -> np.random.Generator:
+    sequence = np.random.SeedSequence(_ROOT_ENTROPY, spawn_key=(split_code, seed, stream))
+    return np.random.Generator(np.random.PCG64(sequence))
+
+
+def _jitter(rng: np.random.Generator, rgb: Sequence[int], amount: int) -> np.ndarray:
+    return np.clip(np.asarray(rgb, dtype=np.float32) + rng.integers(-amount, amount + 1, 3), 0, 255)
+
+
+def _sample_background(rng: np.random.Generator) -> _Background:
+    kind = BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
+    first = int(rng.integers(len(BACKGROUND_COLORS)))
+    second = (first + 1 + int(rng.integers(len(BACKGROUND_COLORS) - 1))) % len(BACKGROUND_COLORS)
+    angle = float(rng.uniform(0, math.pi))
+    period = float(rng.uniform(0.07, 0.14))
+    c1 = _jitter(rng, BACKGROUND_COLORS[first], 8)
+    c2 = _jitter(rng, BACKGROUND_COLORS[second], 8)
+    colors = [c1] if kind in ("plain", "noise") else [c1, c2]
+    return _Background(kind, colors, angle, period)
+
+
+def _contrasting_colors(background: _Background) -> list[str]:
+    tones = np.stack(background.colors)
+    if background.kind == "gradient":
+        tones = np.concatenate([tones, tones.mean(0, keepdims=True)])
+    distance = np.linalg.norm(_COLOR_TABLE[:, None, :] - tones[None, :, :], axis=2).min(1)
+    names = [name for name, d in zip(COLORS, distance) if d >= MIN_CONTRAST]
+    # Every background tone leaves several colours; a fallback keeps this total anyway.
+    return names or ["white", "black"]
+
+
+def _centre_range(shape: str, angle: float, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = _extent(_rotated(shape, angle))
+    low = _EDGE - lo * radius
+    high = 1 - _EDGE - hi * radius
+    return low, np.maximum(low, high)
+
+
+def _sample_dominant(rng: np.random.Generator, shape: str, background: _Background) -> _ObjectSpec:
+    palette = _contrasting_colors(background)
+    color = palette[rng.integers(len(palette))]
+    rgb = _jitter(rng, COLORS[color], 12)
+    texture = TEXTURES[rng.integers(len(TEXTURES))]
+    size = SIZES[rng.integers(len(SIZES))]
+    radius = float(rng.uniform(*DOMINANT_RADIUS[size]))
+    angle = math.radians(float(rng.uniform(-1, 1)) * _MAX_ROTATION[shape])
+    low, high = _centre_range(shape, angle, radius)
+    center = low + rng.random(2) * (high - low)
+    return _ObjectSpec(
+        shape=shape,
+        color=color,
+        rgb=rgb,
+        texture=texture,
+        size=size,
+        radius=radius,
+        center=center,
+        angle=angle,
+        pattern_angle=float(rng.uniform(0, math.pi)),
+        pattern_period=float(rng.uniform(0.38, 0.5)),
+        pattern_phase=rng.random(2),
+        dominant=True,
+    )
+
+
+def _sample_small(
+    rng: np.random.Generator, shape: str, background: _Background, placed: list[_ObjectSpec]
+) -> _ObjectSpec:
+    palette = _contrasting_colors(background)
+    others = [name for name in palette if name != placed[0].color] or palette
+    color = others[rng.integers(len(others))]
+    rgb = _jitter(rng, COLORS[color], 12)
+    radius = float(rng.uniform(*SMALL_OBJECT_RADIUS))
+    angle = math.radians(float(rng.uniform(-1, 1)) * _MAX_ROTATION[shape])
+    low, high = _centre_range(shape, angle, radius)
+    candidates = low + rng.random((_PLACEMENT_TRIES, 2)) * (high - low)
+    # Clearance from each placed object: the dominant one may be overlapped a little
+    # (its shape rarely fills its disc), small ones not at all.
+    slack = np.full(_PLACEMENT_TRIES, np.inf)
+    for other in placed:
+        needed = other.radius + (0.6 if other.dominant else 1.0) * radius
+        slack = np.minimum(slack, np.linalg.norm(candidates - other.center, axis=1) - needed)
+    fits = np.flatnonzero(slack >= 0)
+    best = fits[0] if fits.size else int(np.argmax(slack))
+    return _ObjectSpec(
+        shape=shape, color=color, rgb=rgb, texture="solid", size="small",
+        radius=radius, center=candidates[best], angle=angle,
+    )
+
+
+# --------------------------------------------------------------------------- painting
+
+
+def _supersampling(size: int) -> int:
+    return 4 if size <= 128 else 2
+
+
+@functools.lru_cache(maxsize=16)
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    centres = (np.arange(size, dtype=np.float32) + 0.5) / size
+    return centres[None, :], centres[:, None]
+
+
+@functools.lru_cache(maxsize=16)
+def _upsampler(size: int, knots: int) -> np.ndarray:
+    positions = (np.arange(size) + 0.5) / size * (knots - 1)
+    eye = np.eye(knots, dtype=np.float32)
+    return np.stack([np.interp(positions, np.arange(knots), row) for row in eye], axis=1).astype(np.float32)
+
+
+def _paint_background(background: _Background, size: int, rng: np.random.Generator) -> np.ndarray:
+    xs, ys = _grid(size)
+    c1 = background.colors[0]
+    if background.kind == "plain":
+        return np.broadcast_to(c1, (size, size, 3)).copy()
+    if background.kind == "noise":
+        # Mostly brightness variation (shared by the channels), a little colour.
+        knots = 5
+        up = _upsampler(size, knots)
+        blotches = rng.normal(0, 16, (knots, knots, 1)) + rng.normal(0, 5, (knots, knots, 3))
+        grain = rng.normal(0, 9, (size, size, 1)) + rng.normal(0, 4, (size, size, 3))
+        smooth = (up @ blotches.astype(np.float32).transpose(2, 0, 1) @ up.T).transpose(1, 2, 0)
+        return np.clip(c1 + smooth + grain.astype(np.float32), 0, 255)
+    c2 = background.colors[1]
+    along = xs * math.cos(background.angle) + ys * math.sin(background.angle)
+    if background.kind == "gradient":
+        lo = min(0.0, math.cos(background.angle)) + min(0.0, math.sin(background.angle))
+        hi = max(0.0, math.cos(background.angle)) + max(0.0, math.sin(background.angle))
+        t = (along - lo) / (hi - lo)
+    else:
+        # Anti-aliased square wave: a one-pixel ramp at each stripe edge.
+        phase = np.abs((along / background.period) % 1.0 - 0.5)
+        t = np.clip((phase - 0.25) * background.period * size + 0.5, 0.0, 1.0)
+    return c1 + (c2 - c1) * t[..., None]
+
+
+def _partner_tone(rgb: np.ndarray) -> np.ndarray:
+    luminance = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+    if luminance > 140:
+        return rgb * 0.55
+    return rgb + (255 - rgb) * 0.55
+
+
+def _paint_object(canvas: np.ndarray, spec: _ObjectSpec, size: int) -> SceneObject:
+    ss = _supersampling(size)
+    radius = spec.radius * size
+    centre = spec.center * size
+    points = _rotated(spec.shape, spec.angle)
+    lo, hi = _extent(points)
+    x0, y0 = (max(0, math.floor(v)) for v in centre + lo * radius)
+    x1, y1 = (min(size, math.ceil(v)) for v in centre + hi * radius)
+    w, h = x1 - x0, y1 - y0
+    offset = np.array([x0, y0], dtype=np.float64)
+
+    layer = Image.new("L", (w * ss, h * ss), 0)
+    draw = ImageDraw.Draw(layer)
+    if points is not None:
+        draw.polygon([tuple(p) for p in ((points * radius + centre - offset) * ss)], fill=255)
+    else:
+        cx, cy = (centre - offset) * ss
+        for r, fill in ((_DISC_RADIUS, 255), (_RING_INNER, 0)):
+            rr = r * radius * ss
+            draw.ellipse([cx - rr, cy - rr, cx + rr, cy + rr], fill=fill)
+            if spec.shape == "circle":
+                break
+    alpha = np.asarray(layer.reduce(ss), dtype=np.float32) / 255.0
+
+    if spec.texture == "solid":
+        colour = spec.rgb
+    else:
+        # The texture needs less anti-aliasing than the outline.
+        pattern = _pattern(spec, x0, y0, w, h, max(1, ss // 2), radius, centre)
+        colour = spec.rgb + (_partner_tone(spec.rgb) - spec.rgb) * pattern[..., None]
+    region = canvas[y0:y1, x0:x1]
+    region += (colour - region) * alpha[..., None]
+
+    rows = np.flatnonzero(alpha.max(1) > 0)
+    cols = np.flatnonzero(alpha.max(0) > 0)
+    if rows.size == 0:
+        # Too small to cover any pixel: report the one pixel at its centre.
+        rows = np.array([min(h - 1, max(0, int(centre[1]) - y0))])
+        cols = np.array([min(w - 1, max(0, int(centre[0]) - x0))])
+    box = (x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1, y0 + int(rows[-1]) + 1)
+    return SceneObject(spec.shape, spec.color, spec.texture, spec.size, box, spec.dominant)
+
+
+def _pattern(
+    spec: _ObjectSpec, x0: int, y0: int, w: int, h: int, ss: int, radius: float, centre: np.ndarray
+) -> np.ndarray:
+    """Fraction of each pixel covered by the texture's second tone."""
+    xs = ((np.arange(w * ss, dtype=np.float32) + 0.5) / ss + x0 - centre[0]) / radius
+    ys = ((np.arange(h * ss, dtype=np.float32) + 0.5) / ss + y0 - centre[1]) / radius
+    c, s = math.cos(spec.pattern_angle), math.sin(spec.pattern_angle)
+    u = xs[None, :] * c + ys[:, None] * s
+    period = spec.pattern_period
+    if spec.texture == "striped":
+        fine = ((u / period + spec.pattern_phase[0]) % 1.0) < 0.5
+    else:
+        v = -xs[None, :] * s + ys[:, None] * c
+        du = (u / period + spec.pattern_phase[0]) % 1.0 - 0.5
+        dv = (v / period + spec.pattern_phase[1]) % 1.0 - 0.5
+        fine = du * du + dv * dv < 0.3**2
+    return fine.reshape(h, ss, w, ss).mean(axis=(1, 3), dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- captions
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def _phrase(*words: str) -> str:
+    text = " ".join(w for w in words if w)
+    return f"{_article(text)} {text}"
+
+
+def _captions(rng: np.random.Generator, objects: list[SceneObject], background: str) -> list[str]:
+    dom = objects[0]
+    texture = dom.texture if dom.texture != "solid" and rng.random() < 0.7 else ""
+    templates = _CAPTION_TEMPLATES
+    first, second = rng.choice(len(templates), 2, replace=False)
+    captions = [
+        _phrase(texture, dom.color, dom.shape),
+        f"a photo of {_phrase(dom.size, dom.color, dom.shape)}",
+        f"{_phrase(dom.color, dom.shape)} on {_phrase(_BACKGROUND_WORDS[background], 'background')}",
+        _phrase(dom.shape),
+        templates[first].replace("{}", f"{dom.color} {dom.shape}"),
+        templates[second].replace("{}", dom.shape),
     ]
-    if d.texture != "solid":
-        caps.append(_a(f"{d.texture} {d.shape}"))
-    if mention_small and len(objects) > 1:
-        s = objects[1 + int(rng.integers(len(objects) - 1))]
-        caps.append(f"{_a(d.phrase(with_size=True))} and a small {s.color} {s.shape}")
-    return caps
+    small = objects[1:]
+    if small and rng.random() < SMALL_MENTION_PROB:
+        parts = [_phrase(dom.size, dom.color, dom.shape)]
+        parts += [_phrase("small", o.color, o.shape) for o in small]
+        captions.append(" and ".join(parts))
+    return captions
 
 
-_WORD = re.compile(r"\w+|[^\w\s]")
+def _tokens(text: str) -> list[str]:
+    return _TOKEN.findall(text.lower())
 
 
-def caption_words(text: str) -> list[str]:
-    """Split a caption into the word and punctuation tokens ``caption_vocabulary`` lists."""
-    return _WORD.findall(text.lower())
+# Templates such as "a black and white photo of a {}." or "a photo of the small {}."
+# would describe colours and sizes that the scene may not have.
+_CAPTION_TEMPLATES: tuple[str, ...] = tuple(
+    t
+    for t in IMAGENET_TEMPLATES + SHORT_TEMPLATES
+    if not set(_tokens(t)) & (set(COLORS) | set(SIZES))
+)
 
 
 def caption_vocabulary() -> list[str]:
-    """Every word or punctuation token any caption (or filled template) can contain, sorted."""
-    words: set[str] = set()
-    fixed = [*CLASSES, *COLORS, *TEXTURES, *BACKGROUNDS, *SIZES, "a", "an", "and", "on", "background"]
-    for w in fixed:
-        words.update(caption_words(w))
-    for t in (*IMAGENET_TEMPLATES, *SHORT_TEMPLATES):
-        words.update(caption_words(t.replace("{}", " ")))
+    """All tokens that a scene caption or a filled template can contain, sorted.
+
+    A token is a run of lowercase letters and digits, or one punctuation mark, so a
+    word-level tokenizer built from this list covers every caption and every class
+    name filled into ``IMAGENET_TEMPLATES`` or ``SHORT_TEMPLATES``.
+
+    Introduced in chapter 1.
+
+    Returns:
+        The sorted, unique tokens.
+    """
+    words: set[str] = set(_CAPTION_WORDS) | set(CLASSES) | set(COLORS) | set(SIZES)
+    words |= set(TEXTURES) - {"solid"}
+    words |= set(_BACKGROUND_WORDS.values())
+    for template in IMAGENET_TEMPLATES + SHORT_TEMPLATES:
+        words.update(_tokens(template.replace("{}", " ")))
     return sorted(words)
 
 
-# ---------------------------------------------------------------- rendering
+# --------------------------------------------------------------------------- public API
+
+
+def _render(
+    seed: int,
+    size: int,
+    split: str,
+    small_objects: int | None,
+    label: str | None,
+    small_shapes: Sequence[str] = (),
+) -> Scene:
+    split_code = _check_split(split)
+    seed = _check_seed(seed)
+    size = _check_size(size)
+    small_objects = _check_small_count(small_objects)
+    if label is not None:
+        _check_class(label, "label")
+
+    layout = _rng(split_code, seed, _STREAM_LAYOUT)
+    # Both draws happen even when forced, so forcing one leaves the rest unchanged.
+    drawn_label = CLASSES[layout.integers(len(CLASSES))]
+    drawn_count = int(layout.choice(len(SMALL_COUNT_PROBS), p=SMALL_COUNT_PROBS))
+    label = label or drawn_label
+    n_small = drawn_count if small_objects is None else small_objects
+
+    background = _sample_background(layout)
+    specs = [_sample_dominant(layout, label, background)]
+    for k in range(n_small):
+        drawn_shape = CLASSES[layout.integers(len(CLASSES))]
+        shape = small_shapes[k] if k < len(small_shapes) else drawn_shape
+        specs.append(_sample_small(layout, shape, background, specs))
+
+    canvas = _paint_background(background, size, _rng(split_code, seed, _STREAM_PIXELS))
+    objects = [_paint_object(canvas, spec, size) for spec in specs]
+    image = Image.fromarray(np.rint(np.clip(canvas, 0, 255)).astype(np.uint8), "RGB")
+    captions = _captions(_rng(split_code, seed, _STREAM_WORDS), objects, background.kind)
+    return Scene(image, objects, background.kind, captions, seed, split)
+
 
 def render_scene(
     seed: int,
@@ -283,142 +613,322 @@ def render_scene(
     split: str = "train",
     small_objects: int | None = None,
     label: str | None = None,
-    small_label: str | None = None,
-    _stream: int = 0,
 ) -> Scene:
-    """Render scene number ``seed`` of ``split`` at ``size`` x ``size`` pixels (deterministic).
+    """Render one synthetic scene, deterministically from ``(split, seed)``.
+
+    Introduced in chapter 1.
 
     Args:
-        seed: index of the scene within its split; the same (split, seed) always gives the same scene.
-        size: side of the square image in pixels.
-        split: ``"train"``, ``"val"`` or ``"test"``; splits use disjoint random streams.
-        small_objects: number of small objects (0-3); random (0-3, half the scenes none) if ``None``.
-        label: force the dominant object's class.
-        small_label: force the class of the first small object (needs ``small_objects >= 1``).
+        seed: The scene's index within its split (``>= 0``).
+        size: Side of the square image in pixels (16 to 2048).
+        split: ``"train"``, ``"val"`` or ``"test"``; each has its own random stream.
+        small_objects: Number of small objects (0 to 3); ``None`` draws it (half of
+            the scenes have none).
+        label: Class of the dominant object; ``None`` draws it.
+
+    Returns:
+        The scene. Forcing ``label`` or ``small_objects`` keeps every other choice of
+        the seed (background, colours, layout) unchanged.
+
+    Raises:
+        ValueError: If the split, seed, size, label or small-object count is invalid.
+        TypeError: If ``seed`` or ``size`` is not an integer.
     """
-    if size < 16:
-        raise ValueError(f"size must be at least 16 pixels, got {size}")
-    if label is not None and label not in CLASSES:
-        raise ValueError(f"unknown class {label!r}; classes are {', '.join(CLASSES)}")
-    if small_label is not None and small_label not in CLASSES:
-        raise ValueError(f"unknown class {small_label!r}; classes are {', '.join(CLASSES)}")
-    rng = _rng(split, seed, _stream)
-    ss = 4 if size <= 96 else 2
-    big = size * ss
-
-    bg_kind = str(rng.choice(BACKGROUNDS))
-    bg_name = str(rng.choice(list(BACKGROUND_COLORS)))
-    bg_rgb = BACKGROUND_COLORS[bg_name]
-    canvas = _background(bg_kind, bg_rgb, big, rng)
-
-    n_small = small_objects if small_objects is not None else int(rng.choice([0, 0, 0, 1, 2, 3]))
-    if not 0 <= n_small <= 3:
-        raise ValueError(f"small_objects must be between 0 and 3, got {n_small}")
-    if small_label is not None and n_small < 1:
-        raise ValueError("small_label needs small_objects >= 1")
-
-    shape = label or str(rng.choice(CLASSES))
-    size_name = str(rng.choice(list(SIZES)))
-    radius = SIZES[size_name] * big / 2 * rng.uniform(0.9, 1.1)
-    margin = radius * 1.02
-    cx = rng.uniform(margin, big - margin)
-    cy = rng.uniform(margin, big - margin)
-    color = _pick_color(rng, bg_rgb)
-    texture = str(rng.choice(TEXTURES, p=[0.5, 0.25, 0.25]))
-    angle = math.radians(rng.uniform(-12, 12))
-    placed = [(shape, color, texture, size_name, cx, cy, radius, angle, True)]
-
-    dom_box = (cx - radius, cy - radius, cx + radius, cy + radius)
-    boxes = [dom_box]
-    for k in range(n_small):
-        s_shape = small_label if (k == 0 and small_label) else str(rng.choice(CLASSES))
-        s_color = _pick_color(rng, bg_rgb)
-        s_radius = rng.uniform(*SMALL_OBJECT_SIZE) * big / 2
-        for _ in range(30):
-            sx = rng.uniform(s_radius, big - s_radius)
-            sy = rng.uniform(s_radius, big - s_radius)
-            box = (sx - s_radius, sy - s_radius, sx + s_radius, sy + s_radius)
-            if all(_overlap(box, b) < 0.05 * (2 * s_radius) ** 2 for b in boxes):
-                break
-        boxes.append(box)
-        placed.append((s_shape, s_color, "solid", "small", sx, sy, s_radius, math.radians(rng.uniform(-12, 12)),
-                       False))
-
-    objects = []
-    for shp, col, tex, sz, x, y, r, ang, dom in placed:
-        mask = _shape_mask(shp, big, x, y, r, ang)
-        fill = _texture_fill(tex, COLORS[col], big, r * 0.45, rng)
-        canvas.paste(fill, (0, 0), mask)
-        box = tuple(int(round(v / ss)) for v in (x - r, y - r, x + r, y + r))
-        box = (max(0, box[0]), max(0, box[1]), min(size, box[2]), min(size, box[3]))
-        objects.append(SceneObject(shp, col, tex, sz, box, dom))
-
-    image = canvas.resize((size, size), Image.Resampling.BOX) if ss > 1 else canvas
-    mention_small = n_small > 0 and rng.random() < 0.25
-    captions = _captions(objects, bg_kind if bg_kind != "plain" else bg_name, rng, mention_small)
-    return Scene(image, objects, bg_kind, bg_name, captions, seed, split)
+    return _render(seed, size, split, small_objects, label)
 
 
-def iter_split(split: str, size: int = 64, *, start: int = 0, small_objects: int | None = None) -> Iterator[Scene]:
-    """Endless stream of scenes ``start, start + 1, ...`` of a split (for training loops)."""
-    i = start
-    while True:
-        yield render_scene(i, size, split=split, small_objects=small_objects)
-        i += 1
+def make_split(
+    split: str,
+    n: int,
+    size: int = 64,
+    *,
+    start: int = 0,
+    small_objects: int | None = None,
+) -> list[Scene]:
+    """Render scenes ``start`` to ``start + n - 1`` of a split.
 
+    Introduced in chapter 1.
 
-def make_split(split: str, n: int, size: int = 64, *, start: int = 0, small_objects: int | None = None) -> list[Scene]:
-    """Scenes ``start`` to ``start + n - 1`` of a split (introduced in chapter 1)."""
-    return [render_scene(i, size, split=split, small_objects=small_objects) for i in range(start, start + n)]
+    Args:
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        n: Number of scenes (``>= 0``).
+        size: Image side in pixels.
+        start: Index of the first scene.
+        small_objects: Small objects per scene, or ``None`` to draw them.
 
+    Returns:
+        The scenes, in index order.
 
-def eval_set(split: str = "test", per_class: int = 50, size: int = 64, *, small_objects: int = 0) -> list[Scene]:
-    """Synthetic Imagenette: a balanced 10-class evaluation set (``per_class`` scenes per class).
-
-    Scenes are ordered class by class; they come from the split's own evaluation stream, so
-    they never coincide with ``make_split`` scenes of any split. Introduced in chapter 3.
+    Raises:
+        ValueError: If ``n`` or ``start`` is negative, or a scene argument is invalid.
     """
-    scenes = []
-    for c, name in enumerate(CLASSES):
-        for i in range(per_class):
-            scenes.append(render_scene(c * 1_000_000 + i, size, split=split, small_objects=small_objects,
-                                       label=name, _stream=_EVAL_STREAM))
-    return scenes
+    if n < 0 or start < 0:
+        raise ValueError(f"n and start must be >= 0, got n={n}, start={start}")
+    return [render_scene(start + i, size, split=split, small_objects=small_objects) for i in range(n)]
 
 
-def scene_with_small_object(seed: int, size: int = 128, *, label: str | None = None, small_label: str = "star",
-                            split: str = "test") -> Scene:
-    """A scene with one dominant object and exactly one small object of class ``small_label`` (chapter 6)."""
-    return render_scene(seed, size, split=split, small_objects=1, label=label, small_label=small_label,
-                        _stream=_EVAL_STREAM + 1)
+def iter_split(
+    split: str,
+    size: int = 64,
+    start: int = 0,
+    *,
+    small_objects: int | None = None,
+) -> Iterator[Scene]:
+    """Yield the scenes of a split from index ``start`` on, without end.
+
+    Introduced in chapter 1.
+
+    Args:
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        size: Image side in pixels.
+        start: Index of the first scene.
+        small_objects: Small objects per scene, or ``None`` to draw them.
+
+    Returns:
+        An endless iterator; the scenes equal those of :func:`make_split`.
+
+    Raises:
+        ValueError: If the split, size or ``start`` is invalid (checked at once).
+    """
+    _check_split(split)
+    _check_size(size)
+    _check_seed(start)
+    _check_small_count(small_objects)
+    return (render_scene(i, size, split=split, small_objects=small_objects) for i in count(start))
 
 
-def crop_box(box: tuple[int, int, int, int], image_size: int, margin: float = 0.5) -> tuple[int, int, int, int]:
-    """A square crop around ``box`` enlarged by ``margin`` of its side, clipped to the image."""
-    x0, y0, x1, y1 = box
-    side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
+def eval_set(
+    split: str = "test",
+    per_class: int = 50,
+    size: int = 64,
+    *,
+    small_objects: int | None = 0,
+) -> list[Scene]:
+    """The balanced 10-class evaluation set, "synthetic Imagenette".
+
+    Scene ``i`` is scene ``i`` of the split with its dominant object forced to
+    ``CLASSES[i % 10]``, so classes interleave and a smaller ``per_class`` gives a
+    prefix of a larger one. Like Imagenette it has ten classes; unlike it, it is
+    balanced and its labels are exact.
+
+    Introduced in chapter 3.
+
+    Args:
+        split: ``"test"`` for reported numbers, ``"val"`` for fitting thresholds.
+        per_class: Scenes per class (``>= 1``).
+        size: Image side in pixels.
+        small_objects: Small objects per scene (default none: one object per image).
+
+    Returns:
+        ``10 * per_class`` scenes.
+
+    Raises:
+        ValueError: If ``per_class`` is below 1 or a scene argument is invalid.
+    """
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1, got {per_class}")
+    return [
+        render_scene(i, size, split=split, small_objects=small_objects, label=CLASSES[i % len(CLASSES)])
+        for i in range(per_class * len(CLASSES))
+    ]
+
+
+def scene_with_small_object(
+    seed: int,
+    size: int = 224,
+    *,
+    small_shape: str,
+    dominant: str | None = None,
+    split: str = "test",
+) -> Scene:
+    """A scene with one dominant object and one small object of a chosen class.
+
+    The dominant object is never of class ``small_shape``. The same scene without the
+    small object is :func:`without_small_objects` of the result.
+
+    Introduced in chapter 6.
+
+    Args:
+        seed: Scene index within the split.
+        size: Image side in pixels.
+        small_shape: Class of the small object.
+        dominant: Class of the dominant object; ``None`` draws one other than ``small_shape``.
+        split: ``"train"``, ``"val"`` or ``"test"``.
+
+    Returns:
+        The scene; ``scene.small_objects[0].box`` locates the small object.
+
+    Raises:
+        ValueError: If a class is unknown or both classes are the same.
+    """
+    _check_class(small_shape, "small_shape")
+    if dominant is None:
+        drawn = CLASSES[_rng(_check_split(split), _check_seed(seed), _STREAM_LAYOUT).integers(len(CLASSES))]
+        dominant = drawn if drawn != small_shape else CLASSES[(CLASSES.index(drawn) + 1) % len(CLASSES)]
+    _check_class(dominant, "dominant")
+    if dominant == small_shape:
+        raise ValueError(f"dominant and small_shape are both {small_shape!r}; choose different classes")
+    return _render(seed, size, split, 1, dominant, (small_shape,))
+
+
+def without_small_objects(scene: Scene) -> Scene:
+    """Re-render a scene with its dominant object and background only.
+
+    Introduced in chapter 6.
+
+    Args:
+        scene: A scene from this module.
+
+    Returns:
+        The same scene (same seed, split, size and dominant object) with no small objects.
+    """
+    return render_scene(scene.seed, scene.image.size[0], split=scene.split, small_objects=0, label=scene.label)
+
+
+def crop_box(
+    box: Sequence[int],
+    image_size: int | tuple[int, int],
+    margin: float = 0.5,
+    *,
+    square: bool = True,
+) -> tuple[int, int, int, int]:
+    """A crop around a box, widened by a margin and kept inside the image.
+
+    Introduced in chapter 6.
+
+    Args:
+        box: ``(x0, y0, x1, y1)`` with exclusive ``x1``, ``y1``.
+        image_size: Image side, or ``(width, height)``.
+        margin: Extra space on each side, as a fraction of the box's longer side.
+        square: Make the crop square (shifted, not squashed, at the image edges).
+
+    Returns:
+        ``(x0, y0, x1, y1)`` for ``PIL.Image.crop``.
+
+    Raises:
+        ValueError: If the box is empty or outside the image, or ``margin`` is negative.
+    """
+    width, height = (image_size, image_size) if isinstance(image_size, (int, np.integer)) else image_size
+    if len(box) != 4:
+        raise ValueError(f"box must be (x0, y0, x1, y1), got {box!r}")
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+        raise ValueError(f"box {tuple(box)} is empty or outside the {width}x{height} image")
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    pad = margin * max(x1 - x0, y1 - y0)
+    half_w = (x1 - x0) / 2 + pad
+    half_h = (y1 - y0) / 2 + pad
+    if square:
+        half_w = half_h = min(max(half_w, half_h), width / 2, height / 2)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    side = min(side, image_size)
-    left = int(round(min(max(0, cx - side / 2), image_size - side)))
-    top = int(round(min(max(0, cy - side / 2), image_size - side)))
-    return left, top, left + int(round(side)), top + int(round(side))
+
+    def span(centre: float, half: float, limit: int) -> tuple[int, int]:
+        lo = max(0, round(centre - half))
+        hi = min(limit, round(centre + half))
+        side = min(limit, round(2 * half))
+        # Shift back inside the image instead of shrinking.
+        if hi - lo < side:
+            lo, hi = (0, side) if lo == 0 else (limit - side, limit)
+        return lo, hi
+
+    left, right = span(cx, half_w, width)
+    top, bottom = span(cy, half_h, height)
+    return left, top, right, bottom
 
 
-def save_scenes(scenes: Sequence[Scene], folder: str | Path, *, fmt: str = "png") -> list[Path]:
-    """Write scenes as image files plus ``labels.json`` (file name -> label, captions, objects)."""
+_IMAGE_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG"}
+LABELS_FILE = "labels.json"
+
+
+def scene_file_name(scene: Scene, fmt: str = "png") -> str:
+    """The file name :func:`save_scenes` gives a scene: ``{split}-{seed:05d}-{label}.{fmt}``.
+
+    Introduced in chapter 1.
+    """
+    return f"{scene.split}-{scene.seed:05d}-{scene.label}.{fmt}"
+
+
+def save_scenes(scenes: Iterable[Scene], folder: str | Path, *, fmt: str = "png") -> list[Path]:
+    """Write scene images and a ``labels.json`` describing them to a folder.
+
+    ``labels.json`` maps each file name to the scene's split, seed, label, background,
+    captions and objects (with boxes); it replaces any ``labels.json`` already there.
+
+    Introduced in chapter 1.
+
+    Args:
+        scenes: Scenes to save.
+        folder: Destination folder, created if missing.
+        fmt: ``"png"`` (lossless) or ``"jpg"``.
+
+    Returns:
+        The image paths, in the order of ``scenes``.
+
+    Raises:
+        ValueError: If ``fmt`` is unknown or two scenes would get the same file name.
+    """
+    if fmt not in _IMAGE_FORMATS:
+        raise ValueError(f"unknown image format {fmt!r}; use one of {sorted(_IMAGE_FORMATS)}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    paths, labels = [], {}
-    for s in scenes:
-        name = f"{s.split}-{s.seed:07d}-{s.label}.{fmt}"
+    labels: dict[str, dict] = {}
+    paths = []
+    for scene in scenes:
+        name = scene_file_name(scene, fmt)
+        if name in labels:
+            raise ValueError(f"two scenes would both be saved as {name!r}")
         path = folder / name
-        s.image.save(path)
-        paths.append(path)
+        if fmt == "png":
+            scene.image.save(path, _IMAGE_FORMATS[fmt])
+        else:
+            scene.image.save(path, _IMAGE_FORMATS[fmt], quality=95)
         labels[name] = {
-            "label": s.label,
-            "captions": s.captions,
-            "background": s.background,
-            "objects": [asdict(o) for o in s.objects],
+            "split": scene.split,
+            "seed": scene.seed,
+            "label": scene.label,
+            "label_index": scene.label_index,
+            "background": scene.background,
+            "captions": list(scene.captions),
+            "objects": [asdict(o) for o in scene.objects],
         }
-    (folder / "labels.json").write_text(json.dumps(labels, indent=1))
+        paths.append(path)
+    (folder / LABELS_FILE).write_text(json.dumps(labels, indent=1) + "\n", encoding="utf-8")
     return paths
+
+
+def load_scenes(folder: str | Path) -> list[Scene]:
+    """Read back the scenes that :func:`save_scenes` wrote to a folder.
+
+    Introduced in chapter 1.
+
+    Args:
+        folder: A folder holding ``labels.json`` and the images it names.
+
+    Returns:
+        The scenes, in the order of ``labels.json``.
+
+    Raises:
+        FileNotFoundError: If ``labels.json`` or an image it names is missing.
+        ValueError: If an entry of ``labels.json`` lacks a field.
+    """
+    folder = Path(folder)
+    labels_path = folder / LABELS_FILE
+    if not labels_path.is_file():
+        raise FileNotFoundError(f"no {LABELS_FILE} in {folder}")
+    entries = json.loads(labels_path.read_text(encoding="utf-8"))
+    scenes = []
+    for name, entry in entries.items():
+        path = folder / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{LABELS_FILE} names {name!r}, which is not in {folder}")
+        try:
+            objects = [SceneObject(**{**o, "box": tuple(o["box"])}) for o in entry["objects"]]
+            with Image.open(path) as img:
+                image = img.convert("RGB")
+            scenes.append(
+                Scene(image, objects, entry["background"], list(entry["captions"]), entry["seed"], entry["split"])
+            )
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"entry {name!r} of {labels_path} is malformed: {err}") from err
+    return scenes

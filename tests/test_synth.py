@@ -1,0 +1,279 @@
+"""Tests for vslib.synth, the synthetic scene world."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from vslib import synth
+from vslib.templates import IMAGENET_TEMPLATES, SHORT_TEMPLATES, fill
+
+
+def pixels(scene: synth.Scene) -> np.ndarray:
+    return np.asarray(scene.image, dtype=np.int16)
+
+
+def digest(scene: synth.Scene) -> str:
+    return hashlib.sha256(scene.image.tobytes()).hexdigest()
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+|[^\sa-z0-9]", text)
+
+
+def outside_boxes(shape: tuple[int, int], boxes, pad: int = 1) -> np.ndarray:
+    mask = np.ones(shape, dtype=bool)
+    for x0, y0, x1, y1 in boxes:
+        mask[max(0, y0 - pad) : y1 + pad, max(0, x0 - pad) : x1 + pad] = False
+    return mask
+
+
+@pytest.fixture(scope="module")
+def scenes() -> list[synth.Scene]:
+    return synth.make_split("train", 300, 64)
+
+
+def test_same_seed_gives_identical_scene():
+    a, b = synth.render_scene(11, 64), synth.render_scene(11, 64)
+    assert np.array_equal(pixels(a), pixels(b))
+    assert a.captions == b.captions
+    assert a.objects == b.objects
+    assert a.background == b.background
+
+
+def test_different_seeds_give_different_images():
+    hashes = {digest(synth.render_scene(seed, 64)) for seed in range(20)}
+    assert len(hashes) == 20
+
+
+def test_image_is_rgb_at_requested_size():
+    for size in (32, 64, 224):
+        scene = synth.render_scene(3, size, small_objects=2)
+        assert scene.image.mode == "RGB"
+        assert scene.image.size == (size, size)
+        assert len(scene.objects) == 3
+
+
+def test_layout_does_not_depend_on_resolution():
+    small, big = synth.render_scene(5, 32), synth.render_scene(5, 224)
+    assert small.captions == big.captions
+    assert [(o.shape, o.color, o.texture, o.size) for o in small.objects] == [
+        (o.shape, o.color, o.texture, o.size) for o in big.objects
+    ]
+    # The same box in image-relative units, up to a pixel at 32 px.
+    for a, b in zip(small.objects, big.objects):
+        assert np.allclose(np.array(a.box) / 32, np.array(b.box) / 224, atol=2 / 32)
+
+
+def test_splits_have_disjoint_streams():
+    hashes = {split: {digest(s) for s in synth.make_split(split, 60, 32)} for split in synth.SPLITS}
+    assert not hashes["train"] & hashes["val"]
+    assert not hashes["train"] & hashes["test"]
+    assert not hashes["val"] & hashes["test"]
+    assert all(len(h) == 60 for h in hashes.values())
+
+
+def test_make_split_start_and_iter_split_agree():
+    window = synth.make_split("val", 4, 32, start=10)
+    assert [s.seed for s in window] == [10, 11, 12, 13]
+    stream = synth.iter_split("val", 32, start=10)
+    for expected in window:
+        got = next(stream)
+        assert got.seed == expected.seed and np.array_equal(pixels(got), pixels(expected))
+
+
+def test_labels_and_small_object_counts_vary(scenes):
+    labels = Counter(s.label for s in scenes)
+    assert set(labels) == set(synth.CLASSES)
+    counts = Counter(len(s.small_objects) for s in scenes)
+    assert set(counts) == {0, 1, 2, 3}
+    assert 0.35 < counts[0] / len(scenes) < 0.65
+    assert {s.background for s in scenes} == set(synth.BACKGROUNDS)
+    assert {s.objects[0].texture for s in scenes} == set(synth.TEXTURES)
+    assert {s.objects[0].size for s in scenes} == set(synth.SIZES)
+    assert {s.objects[0].color for s in scenes} == set(synth.COLORS)
+
+
+def test_scene_properties(scenes):
+    for scene in scenes[:20]:
+        assert scene.objects[0].dominant
+        assert not any(o.dominant for o in scene.small_objects)
+        assert scene.label == scene.objects[0].shape
+        assert synth.CLASSES[scene.label_index] == scene.label
+
+
+def test_boxes_inside_image_and_dominant_larger(scenes):
+    def area(box):
+        return (box[2] - box[0]) * (box[3] - box[1])
+
+    for scene in scenes:
+        size = scene.image.size[0]
+        for obj in scene.objects:
+            x0, y0, x1, y1 = obj.box
+            assert 0 <= x0 < x1 <= size and 0 <= y0 < y1 <= size
+        for small in scene.small_objects:
+            assert area(scene.objects[0].box) > area(small.box)
+
+
+def test_dominant_object_is_visible_in_its_named_colour(scenes):
+    for scene in scenes:
+        image = pixels(scene).astype(np.float32)
+        dom = scene.objects[0]
+        near = np.linalg.norm(image - np.array(synth.COLORS[dom.color]), axis=2) < 60
+        x0, y0, x1, y1 = dom.box
+        assert near[y0:y1, x0:x1].mean() > 0.08, (scene.seed, dom)
+        # The background (everything outside the object boxes) is never that colour.
+        rest = outside_boxes(near.shape, [o.box for o in scene.objects])
+        if rest.any():
+            assert near[rest].mean() < 0.05, (scene.seed, dom, scene.background)
+
+
+def test_eval_set_is_balanced_and_deterministic():
+    ev = synth.eval_set("test", per_class=3, size=32)
+    assert len(ev) == 30
+    assert Counter(s.label for s in ev) == {name: 3 for name in synth.CLASSES}
+    assert all(not s.small_objects and s.split == "test" for s in ev)
+    again = synth.eval_set("test", per_class=2, size=32)
+    assert all(np.array_equal(pixels(a), pixels(b)) for a, b in zip(again, ev))
+    with pytest.raises(ValueError, match="per_class"):
+        synth.eval_set(per_class=0)
+
+
+def test_forcing_label_or_small_objects_keeps_the_rest():
+    free = synth.render_scene(21, 64, small_objects=0)
+    other = next(c for c in synth.CLASSES if c != free.label)
+    forced = synth.render_scene(21, 64, small_objects=0, label=other)
+    assert forced.label == other
+    assert forced.background == free.background
+    assert (forced.objects[0].color, forced.objects[0].size) == (free.objects[0].color, free.objects[0].size)
+
+    crowded = synth.render_scene(21, 64, small_objects=3)
+    assert len(crowded.small_objects) == 3
+    assert crowded.objects[0] == free.objects[0]
+    rest = outside_boxes((64, 64), [o.box for o in crowded.small_objects])
+    assert np.array_equal(pixels(crowded)[rest], pixels(free)[rest])
+    assert not np.array_equal(pixels(crowded), pixels(free))
+
+
+def test_captions_use_only_the_vocabulary(scenes):
+    vocabulary = set(synth.caption_vocabulary())
+    for scene in scenes:
+        for caption in scene.captions:
+            assert caption == caption.lower()
+            assert set(words(caption)) <= vocabulary, caption
+    for color in synth.COLORS:
+        for shape in synth.CLASSES:
+            for prompt in fill(IMAGENET_TEMPLATES + SHORT_TEMPLATES, f"{color} {shape}"):
+                assert set(words(prompt)) <= vocabulary, prompt
+
+
+def test_captions_describe_the_dominant_object(scenes):
+    for scene in scenes:
+        dom = scene.objects[0]
+        assert len(scene.captions) >= 5
+        assert all(dom.shape in c for c in scene.captions)
+        assert dom.color in scene.captions[0]
+        assert scene.captions[0].split()[0] in ("a", "an")
+    # Some captions are built from the CLIP templates.
+    template_words = {"itap", "sculpture", "rendering", "blurry", "pixelated", "drawing", "video"}
+    assert any(template_words & set(words(c)) for s in scenes for c in s.captions)
+
+
+def test_captions_never_mention_absent_objects(scenes):
+    for scene in scenes:
+        shapes = {o.shape for o in scene.objects}
+        colours = {o.color for o in scene.objects}
+        sizes = {o.size for o in scene.objects}
+        for caption in scene.captions:
+            tokens = set(words(caption))
+            assert tokens & set(synth.CLASSES) <= shapes, caption
+            assert tokens & set(synth.COLORS) <= colours, caption
+            assert tokens & set(synth.SIZES) <= sizes, caption
+
+
+def test_some_captions_mention_small_objects():
+    crowded = synth.make_split("val", 120, 32, small_objects=2)
+    mentioned = 0
+    for scene in crowded:
+        phrases = [f"small {o.color} {o.shape}" for o in scene.small_objects]
+        hits = [c for c in scene.captions if all(p in c for p in phrases)]
+        mentioned += bool(hits)
+    assert 0.1 < mentioned / len(crowded) < 0.45
+    lonely = synth.make_split("val", 60, 32, small_objects=0)
+    assert not any(" and a small " in c for s in lonely for c in s.captions)
+
+
+def test_scene_with_small_object_and_its_twin_without():
+    scene = synth.scene_with_small_object(4, 96, small_shape="star")
+    assert len(scene.small_objects) == 1
+    small = scene.small_objects[0]
+    assert small.shape == "star" and scene.label != "star"
+    twin = synth.without_small_objects(scene)
+    assert twin.label == scene.label and not twin.small_objects
+    rest = outside_boxes((96, 96), [small.box])
+    assert np.array_equal(pixels(twin)[rest], pixels(scene)[rest])
+    x0, y0, x1, y1 = small.box
+    assert not np.array_equal(pixels(twin)[y0:y1, x0:x1], pixels(scene)[y0:y1, x0:x1])
+
+    chosen = synth.scene_with_small_object(4, 64, small_shape="ring", dominant="arrow")
+    assert (chosen.label, chosen.small_objects[0].shape) == ("arrow", "ring")
+    with pytest.raises(ValueError, match="both 'heart'"):
+        synth.scene_with_small_object(4, 64, small_shape="heart", dominant="heart")
+
+
+def test_crop_box_contains_box_stays_inside_and_is_square():
+    crop = synth.crop_box((40, 50, 50, 60), 100, margin=0.5)
+    assert crop == (35, 45, 55, 65)
+    edge = synth.crop_box((0, 90, 10, 100), 100, margin=1.0)
+    x0, y0, x1, y1 = edge
+    assert 0 <= x0 and x1 <= 100 and 0 <= y0 and y1 <= 100
+    assert x1 - x0 == y1 - y0 == 30
+    assert x0 <= 0 and y0 <= 90 and x1 >= 10 and y1 >= 100
+    with pytest.raises(ValueError, match="outside"):
+        synth.crop_box((90, 90, 120, 95), 100)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    originals = synth.make_split("test", 3, 32, small_objects=1)
+    paths = synth.save_scenes(originals, tmp_path)
+    assert [p.name for p in paths] == [f"test-{s.seed:05d}-{s.label}.png" for s in originals]
+    assert (tmp_path / "labels.json").is_file()
+    loaded = synth.load_scenes(tmp_path)
+    for a, b in zip(originals, loaded):
+        assert np.array_equal(pixels(a), pixels(b))
+        assert (a.objects, a.captions, a.background, a.seed, a.split) == (
+            b.objects, b.captions, b.background, b.seed, b.split,
+        )
+
+
+def test_save_rejects_bad_format_and_duplicates_and_load_reports_missing(tmp_path):
+    scene = synth.render_scene(0, 32)
+    with pytest.raises(ValueError, match="format 'gif'"):
+        synth.save_scenes([scene], tmp_path, fmt="gif")
+    with pytest.raises(ValueError, match="both be saved"):
+        synth.save_scenes([scene, scene], tmp_path)
+    [path] = synth.save_scenes([scene], tmp_path, fmt="jpg")
+    path.unlink()
+    with pytest.raises(FileNotFoundError, match=path.name):
+        synth.load_scenes(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"split": "training"}, "unknown split 'training'"),
+        ({"seed": -1}, "seed must be >= 0"),
+        ({"size": 8}, "size must be between"),
+        ({"label": "dog"}, "unknown label 'dog'"),
+        ({"small_objects": 4}, "small_objects must be"),
+    ],
+)
+def test_render_scene_rejects_bad_arguments(kwargs, message):
+    args = {"seed": 0, "size": 32, **kwargs}
+    seed, size = args.pop("seed"), args.pop("size")
+    with pytest.raises(ValueError, match=message):
+        synth.render_scene(seed, size, **args)
