@@ -225,6 +225,22 @@ def test_scene_with_small_object_and_its_twin_without():
         synth.scene_with_small_object(4, 64, small_shape="heart", dominant="heart")
 
 
+def test_scene_with_small_object_dominant_size():
+    sizes = {synth.scene_with_small_object(seed, 64, small_shape="cross").objects[0].size for seed in range(12)}
+    assert sizes == {"large"}
+    medium = synth.scene_with_small_object(2, 64, small_shape="cross", dominant_size="medium")
+    assert medium.objects[0].size == "medium"
+    assert synth.without_small_objects(medium).objects[0] == medium.objects[0]
+    with pytest.raises(ValueError, match="unknown dominant_size 'huge'"):
+        synth.scene_with_small_object(2, 64, small_shape="cross", dominant_size="huge")
+
+
+def test_without_small_objects_of_a_drawn_scene_equals_rendering_none():
+    scene = synth.render_scene(8, 64, small_objects=2)
+    alone = synth.render_scene(8, 64, small_objects=0)
+    assert np.array_equal(pixels(synth.without_small_objects(scene)), pixels(alone))
+
+
 def test_crop_box_contains_box_stays_inside_and_is_square():
     crop = synth.crop_box((40, 50, 50, 60), 100, margin=0.5)
     assert crop == (35, 45, 55, 65)

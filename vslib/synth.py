@@ -102,7 +102,7 @@ _TOKEN = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
 class SceneObject:
     """One object of a scene.
 
-    Attributes:
+    Args:
         shape: Class name, one of ``CLASSES``.
         color: Colour name, one of ``COLORS``.
         texture: One of ``TEXTURES``.
@@ -125,7 +125,7 @@ class SceneObject:
 class Scene:
     """A rendered scene with its objects and captions.
 
-    Attributes:
+    Args:
         image: The RGB image.
         objects: The dominant object first, then the small objects.
         background: One of ``BACKGROUNDS``.
@@ -335,12 +335,15 @@ def _centre_range(shape: str, angle: float, radius: float) -> tuple[np.ndarray, 
     return low, np.maximum(low, high)
 
 
-def _sample_dominant(rng: np.random.Generator, shape: str, background: _Background) -> _ObjectSpec:
+def _sample_dominant(
+    rng: np.random.Generator, shape: str, background: _Background, size: str | None
+) -> _ObjectSpec:
     palette = _contrasting_colors(background)
     color = palette[rng.integers(len(palette))]
     rgb = _jitter(rng, COLORS[color], 12)
     texture = TEXTURES[rng.integers(len(TEXTURES))]
-    size = SIZES[rng.integers(len(SIZES))]
+    drawn_size = SIZES[rng.integers(len(SIZES))]
+    size = size or drawn_size
     radius = float(rng.uniform(*DOMINANT_RADIUS[size]))
     angle = math.radians(float(rng.uniform(-1, 1)) * _MAX_ROTATION[shape])
     low, high = _centre_range(shape, angle, radius)
@@ -504,6 +507,19 @@ def _pattern(
 # --------------------------------------------------------------------------- captions
 
 
+def _tokens(text: str) -> list[str]:
+    return _TOKEN.findall(text.lower())
+
+
+# Templates such as "a black and white photo of a {}." or "a photo of the small {}."
+# would describe colours and sizes that the scene may not have.
+_CAPTION_TEMPLATES: tuple[str, ...] = tuple(
+    t
+    for t in IMAGENET_TEMPLATES + SHORT_TEMPLATES
+    if not set(_tokens(t)) & (set(COLORS) | set(SIZES))
+)
+
+
 def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
@@ -532,19 +548,6 @@ def _captions(rng: np.random.Generator, objects: list[SceneObject], background: 
         parts += [_phrase("small", o.color, o.shape) for o in small]
         captions.append(" and ".join(parts))
     return captions
-
-
-def _tokens(text: str) -> list[str]:
-    return _TOKEN.findall(text.lower())
-
-
-# Templates such as "a black and white photo of a {}." or "a photo of the small {}."
-# would describe colours and sizes that the scene may not have.
-_CAPTION_TEMPLATES: tuple[str, ...] = tuple(
-    t
-    for t in IMAGENET_TEMPLATES + SHORT_TEMPLATES
-    if not set(_tokens(t)) & (set(COLORS) | set(SIZES))
-)
 
 
 def caption_vocabulary() -> list[str]:
@@ -577,6 +580,7 @@ def _render(
     small_objects: int | None,
     label: str | None,
     small_shapes: Sequence[str] = (),
+    dominant_size: str | None = None,
 ) -> Scene:
     split_code = _check_split(split)
     seed = _check_seed(seed)
@@ -584,6 +588,8 @@ def _render(
     small_objects = _check_small_count(small_objects)
     if label is not None:
         _check_class(label, "label")
+    if dominant_size is not None and dominant_size not in SIZES:
+        raise ValueError(f"unknown dominant_size {dominant_size!r}; use one of {SIZES}")
 
     layout = _rng(split_code, seed, _STREAM_LAYOUT)
     # Both draws happen even when forced, so forcing one leaves the rest unchanged.
@@ -593,7 +599,7 @@ def _render(
     n_small = drawn_count if small_objects is None else small_objects
 
     background = _sample_background(layout)
-    specs = [_sample_dominant(layout, label, background)]
+    specs = [_sample_dominant(layout, label, background, dominant_size)]
     for k in range(n_small):
         drawn_shape = CLASSES[layout.integers(len(CLASSES))]
         shape = small_shapes[k] if k < len(small_shapes) else drawn_shape
@@ -739,6 +745,7 @@ def scene_with_small_object(
     *,
     small_shape: str,
     dominant: str | None = None,
+    dominant_size: str = "large",
     split: str = "test",
 ) -> Scene:
     """A scene with one dominant object and one small object of a chosen class.
@@ -753,13 +760,14 @@ def scene_with_small_object(
         size: Image side in pixels.
         small_shape: Class of the small object.
         dominant: Class of the dominant object; ``None`` draws one other than ``small_shape``.
+        dominant_size: Size of the dominant object, one of ``SIZES``.
         split: ``"train"``, ``"val"`` or ``"test"``.
 
     Returns:
         The scene; ``scene.small_objects[0].box`` locates the small object.
 
     Raises:
-        ValueError: If a class is unknown or both classes are the same.
+        ValueError: If a class or the size is unknown, or both classes are the same.
     """
     _check_class(small_shape, "small_shape")
     if dominant is None:
@@ -768,7 +776,7 @@ def scene_with_small_object(
     _check_class(dominant, "dominant")
     if dominant == small_shape:
         raise ValueError(f"dominant and small_shape are both {small_shape!r}; choose different classes")
-    return _render(seed, size, split, 1, dominant, (small_shape,))
+    return _render(seed, size, split, 1, dominant, (small_shape,), dominant_size)
 
 
 def without_small_objects(scene: Scene) -> Scene:
@@ -782,7 +790,8 @@ def without_small_objects(scene: Scene) -> Scene:
     Returns:
         The same scene (same seed, split, size and dominant object) with no small objects.
     """
-    return render_scene(scene.seed, scene.image.size[0], split=scene.split, small_objects=0, label=scene.label)
+    dom = scene.objects[0]
+    return _render(scene.seed, scene.image.size[0], scene.split, 0, dom.shape, (), dom.size)
 
 
 def crop_box(
