@@ -102,6 +102,8 @@ _TOKEN = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
 class SceneObject:
     """One object of a scene.
 
+    Introduced in chapter 1.
+
     Args:
         shape: Class name, one of ``CLASSES``.
         color: Colour name, one of ``COLORS``.
@@ -124,6 +126,8 @@ class SceneObject:
 @dataclass
 class Scene:
     """A rendered scene with its objects and captions.
+
+    Introduced in chapter 1.
 
     Args:
         image: The RGB image.
