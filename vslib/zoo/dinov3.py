@@ -136,6 +136,35 @@ def evaluate(backbone: DINOv3ViTModel, size: int = 64) -> dict[str, float]:
     return {"knn20_top1": acc, "gallery": len(gallery), "test": len(test)}
 
 
+def train_step(student: DinoNet, teacher: DinoNet, center: torch.Tensor, views: list[torch.Tensor],
+               opt: torch.optim.Optimizer, r: DinoRecipe, *, ema: float) -> float:
+    """One DINO step: teacher on the global views, student on all views, EMA and centre updates."""
+    with torch.no_grad():
+        t_out = [teacher(v) for v in views[:2]]
+    s_out = [student(views[0]), student(views[1])]
+    n_local = len(views) - 2
+    if n_local:
+        s_out += list(student(torch.cat(views[2:])).chunk(n_local))
+    loss = dino_loss(s_out, t_out, center, r.student_temp, r.teacher_temp)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(student.parameters(), 3.0)
+    opt.step()
+    with torch.no_grad():
+        for ps, pt in zip(student.parameters(), teacher.parameters()):
+            pt.mul_(ema).add_(ps.detach(), alpha=1 - ema)
+        center.mul_(r.center_momentum).add_(torch.cat(t_out).mean(0, keepdim=True), alpha=1 - r.center_momentum)
+    return loss.item()
+
+
+def build(r: DinoRecipe) -> tuple[DinoNet, DinoNet, torch.Tensor]:
+    """Student, teacher (a frozen copy) and the zero centre."""
+    student = DinoNet(DINOv3ViTModel(backbone_config(r)),
+                      DinoHead(r.hidden_size, r.head_hidden, r.bottleneck, r.out_dim))
+    teacher = copy.deepcopy(student).requires_grad_(False)
+    return student, teacher, torch.zeros(1, r.out_dim)
+
+
 def train(out_dir: Path, recipe: DinoRecipe | None = None, *, log_every: int = 50,
           run_eval: bool = True) -> dict:
     """Train tiny-dinov3 and save it (weights, config, image processor) to ``out_dir``."""
@@ -145,10 +174,7 @@ def train(out_dir: Path, recipe: DinoRecipe | None = None, *, log_every: int = 5
     print(f"rendering {r.train_scenes} training scenes ...", flush=True)
     pool = render_pool("train", r.train_scenes, r.image_size)
 
-    student = DinoNet(DINOv3ViTModel(backbone_config(r)),
-                      DinoHead(r.hidden_size, r.head_hidden, r.bottleneck, r.out_dim))
-    teacher = copy.deepcopy(student).requires_grad_(False)
-    center = torch.zeros(1, r.out_dim)
+    student, teacher, center = build(r)
     opt = torch.optim.AdamW(common.param_groups(student, r.weight_decay), lr=r.lr)
     log = common.Logger(r.steps, log_every)
     student.train()
@@ -156,23 +182,9 @@ def train(out_dir: Path, recipe: DinoRecipe | None = None, *, log_every: int = 5
         common.set_lr(opt, common.cosine_schedule(step, r.steps, r.lr, r.min_lr, r.warmup))
         idx = torch.randint(len(pool), (r.batch_size,), generator=g)
         views = make_views(pool.images[idx], r, g)
-        with torch.no_grad():
-            t_out = [teacher(v) for v in views[:2]]
-        s_out = [student(views[0]), student(views[1])]
-        local = torch.cat(views[2:])
-        s_out += list(student(local).chunk(r.local_crops))
-        loss = dino_loss(s_out, t_out, center, r.student_temp, r.teacher_temp)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(student.parameters(), 3.0)
-        opt.step()
         m = 1 - (1 - r.ema_start) * (1 + torch.cos(torch.tensor(torch.pi * step / r.steps)).item()) / 2
-        with torch.no_grad():
-            for ps, pt in zip(student.parameters(), teacher.parameters()):
-                pt.mul_(m).add_(ps.detach(), alpha=1 - m)
-            batch_center = torch.cat(t_out).mean(0, keepdim=True)
-            center.mul_(r.center_momentum).add_(batch_center, alpha=1 - r.center_momentum)
-        log.log(step, loss.item(), lr=opt.param_groups[0]["lr"], ema=m)
+        loss = train_step(student, teacher, center, views, opt, r, ema=m)
+        log.log(step, loss, lr=opt.param_groups[0]["lr"], ema=m)
     train_seconds = log.elapsed()
 
     backbone = teacher.backbone  # the teacher's weights are the better features (as in DINO)

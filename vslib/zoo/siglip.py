@@ -177,19 +177,39 @@ def evaluate(model: SiglipModel, tokenizer, size: int, max_length: int) -> dict:
     }
 
 
+def train_step(model: SiglipModel, opt: torch.optim.Optimizer, pixel_values: torch.Tensor,
+               input_ids: torch.Tensor, texts: list[str]) -> float:
+    """One optimiser step of the sigmoid loss; identical caption strings are positives."""
+    img = F.normalize(model.get_image_features(pixel_values=pixel_values).pooler_output, dim=-1)
+    txt = F.normalize(model.get_text_features(input_ids=input_ids).pooler_output, dim=-1)
+    same = torch.tensor([[a == b for b in texts] for a in texts])
+    loss = sigmoid_loss(img, txt, model.logit_scale, model.logit_bias, same)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return loss.item()
+
+
+def build(r: SiglipRecipe) -> tuple[SiglipModel, PreTrainedTokenizerFast]:
+    """A freshly initialised model (SigLIP's t' and b initialisation) and its tokenizer."""
+    tokenizer = build_tokenizer(r.max_length)
+    model = SiglipModel(model_config(r, len(tokenizer)))
+    with torch.no_grad():
+        model.logit_scale.fill_(r.init_logit_scale)
+        model.logit_bias.fill_(r.init_logit_bias)
+    return model, tokenizer
+
+
 def train(out_dir: Path, recipe: SiglipRecipe | None = None, *, log_every: int = 50,
           run_eval: bool = True) -> dict:
     """Train tiny-siglip2 and save model, tokenizer and image processor to ``out_dir``."""
     r = recipe or SiglipRecipe()
     torch.manual_seed(r.seed)
     g = torch.Generator().manual_seed(r.seed)
-    tokenizer = build_tokenizer(r.max_length)
+    model, tokenizer = build(r)
     print(f"rendering {r.train_scenes} training scenes ...", flush=True)
     pool = render_pool("train", r.train_scenes, r.image_size)
-    model = SiglipModel(model_config(r, len(tokenizer)))
-    with torch.no_grad():
-        model.logit_scale.fill_(r.init_logit_scale)
-        model.logit_bias.fill_(r.init_logit_bias)
     opt = torch.optim.AdamW(common.param_groups(model, r.weight_decay), lr=r.lr)
     log = common.Logger(r.steps, log_every)
     model.train()
@@ -202,15 +222,8 @@ def train(out_dir: Path, recipe: SiglipRecipe | None = None, *, log_every: int =
                                         ratio=(0.9, 1.1), generator=g)
         x = augment.normalize(x, SIGLIP_MEAN, SIGLIP_STD)
         ids = tokenize(tokenizer, texts, r.max_length)
-        img = F.normalize(model.get_image_features(pixel_values=x).pooler_output, dim=-1)
-        txt = F.normalize(model.get_text_features(input_ids=ids).pooler_output, dim=-1)
-        same = torch.tensor([[a == b for b in texts] for a in texts])
-        loss = sigmoid_loss(img, txt, model.logit_scale, model.logit_bias, same)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        log.log(step, loss.item(), lr=opt.param_groups[0]["lr"], t=model.logit_scale.exp().item(),
+        loss = train_step(model, opt, x, ids, texts)
+        log.log(step, loss, lr=opt.param_groups[0]["lr"], t=model.logit_scale.exp().item(),
                 b=model.logit_bias.item())
     train_seconds = log.elapsed()
 

@@ -20,7 +20,7 @@ import torch
 from vslib.zoo import BUNDLED, checkpoint_path, common, model_cards
 
 
-def _train(name: str, out: Path, steps: int | None, quick: bool) -> dict:
+def _train(name: str, out: Path, steps: int | None, quick: bool, run_eval: bool) -> dict:
     if name == "tiny-dinov3":
         from vslib.zoo import dinov3 as trainer
 
@@ -39,7 +39,7 @@ def _train(name: str, out: Path, steps: int | None, quick: bool) -> dict:
         recipe.steps = steps
     if quick:
         recipe.train_scenes = min(recipe.train_scenes, 2000)
-    return trainer.train(out, recipe)
+    return trainer.train(out, recipe, run_eval=run_eval)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,13 +49,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="output directory (default: the bundled checkpoint directory)")
     parser.add_argument("--steps", type=int, default=None, help="override the number of training steps")
     parser.add_argument("--quick", action="store_true", help="small training pool, for smoke tests")
+    parser.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     out = args.out or checkpoint_path(args.name)
     start = time.perf_counter()
-    report = _train(args.name, out, args.steps, args.quick)
+    report = _train(args.name, out, args.steps, args.quick, not args.no_eval)
     report.update(
         name=args.name,
         wall_seconds=round(time.perf_counter() - start, 1),

@@ -1,0 +1,107 @@
+"""The model zoo: training steps reduce the loss, the reproduction command works, checkpoints load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from vslib import synth
+from vslib.zoo import BUNDLED, augment, checkpoint_path, dinov3, siglip
+from vslib.zoo.data import render_pool
+
+
+def _first_vs_last(losses: list[float], k: int = 3) -> tuple[float, float]:
+    return sum(losses[:k]) / k, sum(losses[-k:]) / k
+
+
+def _tiny_dino():
+    torch.manual_seed(0)
+    r = dinov3.DinoRecipe(image_size=32, hidden_size=32, layers=2, heads=2, out_dim=64, head_hidden=64,
+                          bottleneck=32, local_crops=2, local_size=16, lr=2e-3)
+    pool = render_pool("train", 16, 32, workers=1)
+    views = dinov3.make_views(pool.images, r, torch.Generator().manual_seed(0))
+    return r, views, *dinov3.build(r)
+
+
+def test_dino_steps_reduce_the_loss_against_a_fixed_teacher():
+    # With the teacher and the centre held fixed (ema 1, centre momentum 1) the steps
+    # must fit the student to the teacher's targets on the same views.
+    r, views, student, teacher, center = _tiny_dino()
+    r.center_momentum = 1.0
+    opt = torch.optim.AdamW(student.parameters(), lr=r.lr)
+    losses = [dinov3.train_step(student, teacher, center, views, opt, r, ema=1.0) for _ in range(15)]
+    first, last = _first_vs_last(losses)
+    assert last < first - 0.05, losses
+
+
+def test_dino_teacher_is_an_ema_of_the_student_and_the_centre_moves():
+    r, views, student, teacher, center = _tiny_dino()
+    before = [p.clone() for p in teacher.parameters()]
+    opt = torch.optim.AdamW(student.parameters(), lr=r.lr)
+    dinov3.train_step(student, teacher, center, views, opt, r, ema=0.75)
+    for old, t, s in zip(before, teacher.parameters(), student.parameters()):
+        torch.testing.assert_close(t, 0.75 * old + 0.25 * s)
+    assert center.abs().sum() > 0
+    assert not any(p.requires_grad for p in teacher.parameters())
+
+
+def test_siglip_steps_reduce_the_loss_on_a_fixed_batch():
+    torch.manual_seed(0)
+    r = siglip.SiglipRecipe(image_size=32, width=32, vision_layers=1, text_layers=1, heads=2)
+    model, tokenizer = siglip.build(r)
+    pool = render_pool("train", 16, 32, workers=1)
+    texts = [c[0] for c in pool.captions]
+    x = augment.normalize(augment.to_float(pool.images), siglip.SIGLIP_MEAN, siglip.SIGLIP_STD)
+    ids = siglip.tokenize(tokenizer, texts, r.max_length)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = [siglip.train_step(model, opt, x, ids, texts) for _ in range(20)]
+    first, last = _first_vs_last(losses)
+    assert last < first * 0.8, losses
+
+
+def test_siglip_tokenizer_covers_the_caption_vocabulary():
+    tok = siglip.build_tokenizer(16)
+    unk = tok.convert_tokens_to_ids("<unk>")
+    for s in synth.make_split("train", 50):
+        for c in s.captions:
+            ids = tok(c)["input_ids"]
+            assert unk not in ids, c
+            assert ids[-1] == tok.eos_token_id
+    assert tok("A RED Circle")["input_ids"] == tok("a red circle")["input_ids"]
+
+
+@pytest.mark.slow
+def test_reproduction_command_writes_a_loadable_checkpoint(tmp_path: Path):
+    from transformers import AutoModel
+
+    from vslib.zoo import train
+
+    out = tmp_path / "tiny-dinov3"
+    assert train.main(["tiny-dinov3", "--out", str(out), "--steps", "3", "--quick", "--no-eval"]) == 0
+    report = json.loads((out / "training.json").read_text())
+    assert len(report["loss_history"]) == 3
+    assert "python -m vslib.zoo.train tiny-dinov3" in (out / "README.md").read_text()
+    model = AutoModel.from_pretrained(out)
+    assert model.config.model_type == "dinov3_vit"
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_checkpoint_is_small_and_documented(name: str):
+    path = checkpoint_path(name)
+    if not path.exists():
+        pytest.fail(f"bundled checkpoint {name} is missing; run python -m vslib.zoo.train {name}")
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    assert size <= 8 * 1024 * 1024, f"{name} is {size / 1e6:.1f} MB"
+    card = (path / "README.md").read_text()
+    report = json.loads((path / "training.json").read_text())
+    for key, value in report["metrics"].items():
+        if isinstance(value, float):
+            assert f"{value:.3f}" in card, f"{key} not quoted in the model card"
+
+
+def test_checkpoint_path_rejects_unknown_names():
+    with pytest.raises(KeyError, match="tiny-clip"):
+        checkpoint_path("tiny-clip")
