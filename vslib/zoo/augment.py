@@ -91,3 +91,18 @@ def color_jitter(
     gray = (x * gray_w).sum(1, keepdim=True)
     x = to_gray * gray.expand_as(x) + (1 - to_gray) * x
     return x.clamp_(0, 1)
+
+
+def random_channel_permutation(images: torch.Tensor, p: float = 0.5, *,
+                               generator: torch.Generator | None = None) -> torch.Tensor:
+    """Shuffle the RGB channels of each image with probability ``p`` (a hue change that keeps shapes).
+
+    Two views of one scene then rarely share their colours, so self-distillation cannot
+    match views by colour alone and has to use shape.
+    """
+    b = images.shape[0]
+    perms = torch.stack([torch.randperm(3, generator=generator) for _ in range(b)])
+    keep = torch.rand(b, generator=generator) >= p
+    perms[keep] = torch.arange(3)
+    index = perms.view(b, 3, 1, 1).expand_as(images)
+    return torch.gather(images, 1, index)

@@ -36,8 +36,11 @@ class DinoRecipe:
     batch_size: int = 64
     local_crops: int = 3
     local_size: int = 32
-    global_scale: tuple[float, float] = (0.35, 1.0)
-    local_scale: tuple[float, float] = (0.08, 0.35)
+    # Global crops keep most of the scene (and so the dominant object); local crops are
+    # large enough to show part of it.
+    global_scale: tuple[float, float] = (0.5, 1.0)
+    local_scale: tuple[float, float] = (0.15, 0.5)
+    channel_shuffle: float = 0.8
     lr: float = 1.5e-3
     min_lr: float = 1e-5
     warmup: int = 100
@@ -49,6 +52,7 @@ class DinoRecipe:
     teacher_temp: float = 0.04
     center_momentum: float = 0.9
     ema_start: float = 0.99
+    monitor_every: int = 200
     seed: int = 0
 
 
@@ -107,11 +111,10 @@ def dino_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], center: 
 def make_views(images: torch.Tensor, r: DinoRecipe, g: torch.Generator) -> list[torch.Tensor]:
     x = augment.to_float(images)
     views = []
-    for _ in range(2):
-        v = augment.random_resized_crop(x, r.image_size, r.global_scale, generator=g)
-        views.append(augment.normalize(augment.color_jitter(v, generator=g)))
-    for _ in range(r.local_crops):
-        v = augment.random_resized_crop(x, r.local_size, r.local_scale, generator=g)
+    for k in range(2 + r.local_crops):
+        size, scale = (r.image_size, r.global_scale) if k < 2 else (r.local_size, r.local_scale)
+        v = augment.random_resized_crop(x, size, scale, generator=g)
+        v = augment.random_channel_permutation(v, r.channel_shuffle, generator=g)
         views.append(augment.normalize(augment.color_jitter(v, generator=g)))
     return views
 
@@ -125,6 +128,18 @@ def cls_features(backbone: DINOv3ViTModel, images: torch.Tensor, batch: int = 25
         x = augment.normalize(augment.to_float(images[i : i + batch]))
         out.append(backbone(pixel_values=x).pooler_output)
     return torch.cat(out)
+
+
+def _monitor(size: int):
+    """A small, fast 20-NN probe to watch features improve during training."""
+    gallery = render_pool("val", 1000, size)
+    test = eval_pool("val", per_class=20, size=size)
+
+    def probe(backbone: DINOv3ViTModel) -> float:
+        return common.knn_top1(cls_features(backbone, gallery.images), gallery.labels,
+                               cls_features(backbone, test.images), test.labels, k=20)
+
+    return probe
 
 
 def evaluate(backbone: DINOv3ViTModel, size: int = 64) -> dict[str, float]:
@@ -175,6 +190,7 @@ def train(out_dir: Path, recipe: DinoRecipe | None = None, *, log_every: int = 5
     pool = render_pool("train", r.train_scenes, r.image_size)
 
     student, teacher, center = build(r)
+    monitor = _monitor(r.image_size) if r.monitor_every and r.steps >= r.monitor_every else None
     opt = torch.optim.AdamW(common.param_groups(student, r.weight_decay), lr=r.lr)
     log = common.Logger(r.steps, log_every)
     student.train()
@@ -184,6 +200,8 @@ def train(out_dir: Path, recipe: DinoRecipe | None = None, *, log_every: int = 5
         views = make_views(pool.images[idx], r, g)
         m = 1 - (1 - r.ema_start) * (1 + torch.cos(torch.tensor(torch.pi * step / r.steps)).item()) / 2
         loss = train_step(student, teacher, center, views, opt, r, ema=m)
+        if monitor is not None and (step + 1) % r.monitor_every == 0:
+            print(f"  step {step + 1}: 20-NN top-1 {monitor(teacher.backbone):.3f}", flush=True)
         log.log(step, loss, lr=opt.param_groups[0]["lr"], ema=m)
     train_seconds = log.elapsed()
 
