@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import gzip
 import html
-import json
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
 
 import torch
-from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
 
 __all__ = [
     "CONTEXT_LENGTH",
@@ -196,9 +196,13 @@ def _pre_tokenizer() -> pre_tokenizers.PreTokenizer:
 def train_bpe_merges(texts: Iterable[str], num_merges: int) -> list[tuple[str, str]]:
     """Learn CLIP-format BPE merges from a corpus (used for the tiny models' vocabularies).
 
-    Text is cleaned and split exactly as :class:`ClipTokenizer` does, so the merges
-    fit the tokenizer. BPE merges are learned in order, so the first ``num_merges``
-    of a longer run form a valid smaller vocabulary.
+    Text is cleaned and split by the same normaliser and pre-tokenizer as
+    :class:`ClipTokenizer`, so the merges fit the tokenizer. Each step merges the
+    most frequent adjacent pair; ties go to the alphabetically first pair, so the
+    result depends only on the word counts (not on the order of ``texts``, nor on
+    hash order, which makes the ``tokenizers`` library's BPE trainer
+    non-deterministic on ties). Merges are learned in order, so the first
+    ``n`` of a longer run form a valid smaller vocabulary.
 
     Args:
         texts: Training texts (for example, every caption and prompt).
@@ -215,23 +219,44 @@ def train_bpe_merges(texts: Iterable[str], num_merges: int) -> list[tuple[str, s
     """
     if num_merges < 0:
         raise ValueError(f"num_merges must be >= 0, got {num_merges}")
-    if num_merges == 0:
-        return []
-    tokenizer = Tokenizer(models.BPE(end_of_word_suffix=END_OF_WORD, continuing_subword_prefix=""))
-    tokenizer.normalizer = _normalizer()
-    tokenizer.pre_tokenizer = _pre_tokenizer()
-    trainer = trainers.BpeTrainer(
-        # Room for every base symbol; the merges beyond num_merges are dropped below.
-        vocab_size=2 * 256 + num_merges,
-        min_frequency=0,
-        show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        end_of_word_suffix=END_OF_WORD,
-    )
-    tokenizer.train_from_iterator((clean_text(t) for t in texts), trainer=trainer)
-    learned = json.loads(tokenizer.to_str())["model"]["merges"]
-    pairs = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in learned]
-    return [(a, b) for a, b in pairs[:num_merges]]
+    normalizer, pre_tokenizer = _normalizer(), _pre_tokenizer()
+    word_counts: Counter[str] = Counter()
+    for text in texts:
+        pieces = pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(clean_text(text)))
+        word_counts.update(piece for piece, _ in pieces)
+    words = [[*w[:-1], w[-1] + END_OF_WORD] for w in sorted(word_counts)]
+    freqs = [word_counts[w] for w in sorted(word_counts)]
+    pair_counts: Counter[tuple[str, str]] = Counter()
+    pair_words: dict[tuple[str, str], set[int]] = defaultdict(set)
+    for index, symbols in enumerate(words):
+        for pair in zip(symbols, symbols[1:]):
+            pair_counts[pair] += freqs[index]
+            pair_words[pair].add(index)
+    merges: list[tuple[str, str]] = []
+    while len(merges) < num_merges:
+        candidates = [(-count, pair) for pair, count in pair_counts.items() if count > 0]
+        if not candidates:
+            break
+        best = min(candidates)[1]
+        merges.append(best)
+        for index in sorted(pair_words.pop(best)):
+            symbols, freq = words[index], freqs[index]
+            for pair in zip(symbols, symbols[1:]):
+                pair_counts[pair] -= freq
+            merged, i = [], 0
+            while i < len(symbols):
+                if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == best:
+                    merged.append(symbols[i] + symbols[i + 1])
+                    i += 2
+                else:
+                    merged.append(symbols[i])
+                    i += 1
+            words[index] = merged
+            for pair in zip(merged, merged[1:]):
+                pair_counts[pair] += freq
+                pair_words[pair].add(index)
+        del pair_counts[best]
+    return merges
 
 
 class ClipTokenizer:

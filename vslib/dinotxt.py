@@ -963,9 +963,13 @@ def convert_official_backbone(
 
     converted: dict[str, torch.Tensor] = {}
     used: set[str] = set()
+    absent_keys: list[str] = []
 
     def take(key: str) -> torch.Tensor:
         used.add(key)
+        if key not in source:
+            absent_keys.append(key)
+            return torch.zeros(0)
         return source[key]
 
     converted["embeddings.cls_token"] = take("cls_token").reshape(1, 1, hidden)
@@ -1005,6 +1009,8 @@ def convert_official_backbone(
         converted[f"{new}layer_scale1.lambda1"] = take(f"{old}ls1.gamma")
         converted[f"{new}layer_scale2.lambda1"] = take(f"{old}ls2.gamma")
     leftover = sorted(k for k in source if k not in used and not k.startswith("local_cls_norm."))
+    if absent_keys or leftover:
+        raise DinoTxtKeyError(absent_keys, leftover)
 
     model = DINOv3ViTModel(config)
     expected = model.state_dict()
@@ -1012,8 +1018,8 @@ def convert_official_backbone(
     if "embeddings.mask_token" in missing:  # only used for masked training
         missing.remove("embeddings.mask_token")
         converted["embeddings.mask_token"] = torch.zeros_like(expected["embeddings.mask_token"])
-    if missing or leftover:
-        raise DinoTxtKeyError(missing, leftover)
+    if missing:
+        raise DinoTxtKeyError(missing, [])
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in converted.items()}, strict=True)
     hf_inv_freq = model.rope_embeddings.inv_freq.float()
     if not torch.allclose(hf_inv_freq, 1.0 / periods, rtol=1e-4):
