@@ -127,7 +127,9 @@ class DinoTxtBackboneError(ValueError):
 class DinoTxtConfig:
     """Sizes and settings of a dino.txt model; the defaults are the released ViT-L/16 model.
 
-    Attributes:
+    Introduced in chapter 3.
+
+    Args:
         embed_dim: Size of the joint embedding (image and text). The image
             embedding is two halves of ``embed_dim // 2``: CLS, then mean patch.
         backbone_hidden_size: Token width of the DINOv3 backbone.
@@ -370,14 +372,20 @@ class VisionHead(nn.Module):
         self.linear_projection: nn.Module = nn.Linear(dim, half, bias=False) if dim != half else nn.Identity()
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Map backbone tokens ``(N, T, backbone width)`` to head tokens ``(N, T, embed_dim // 2)``."""
+        """Map backbone tokens ``(N, T, backbone width)`` to head tokens ``(N, T, embed_dim // 2)``.
+
+        Introduced in chapter 3.
+        """
         for block in self.blocks:
             tokens = block(tokens)
         return self.linear_projection(self.ln_final(tokens))
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        """Truncated-normal linear weights (std 0.02), zero biases, LayerScale 1e-5."""
+        """Truncated-normal linear weights (std 0.02), zero biases, LayerScale 1e-5.
+
+        Introduced in chapter 3.
+        """
         for module in self.blocks.modules():
             if isinstance(module, nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=0.02)
@@ -460,14 +468,20 @@ class TextTower(nn.Module):
         )
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
-        """Map ``(N, L)`` token ids to ``(N, embed_dim)`` text embeddings."""
+        """Map ``(N, L)`` token ids to ``(N, embed_dim)`` text embeddings.
+
+        Introduced in chapter 3.
+        """
         tokens = self.backbone(token_ids)
         pooled = tokens[torch.arange(tokens.shape[0], device=tokens.device), token_ids.argmax(dim=-1)]
         return self.head["linear_projection"](pooled)
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        """CLIP's text initialisation, depth-scaled for the residual projections."""
+        """CLIP's text initialisation, depth-scaled for the residual projections.
+
+        Introduced in chapter 3.
+        """
         text = self.backbone
         width, layers = text.token_embedding.embedding_dim, len(text.blocks)
         nn.init.normal_(text.token_embedding.weight, std=0.02)
