@@ -544,7 +544,9 @@ def official_backbone_state_dict(hf: DINOv3ViTModel) -> dict[str, torch.Tensor]:
         out |= {
             o + "norm1.weight": sd[h + "norm1.weight"], o + "norm1.bias": sd[h + "norm1.bias"],
             o + "norm2.weight": sd[h + "norm2.weight"], o + "norm2.bias": sd[h + "norm2.bias"],
-            o + "attn.qkv.weight": torch.cat([sd[a + "q_proj.weight"], sd[a + "k_proj.weight"], sd[a + "v_proj.weight"]]),
+            o + "attn.qkv.weight": torch.cat(
+                [sd[a + "q_proj.weight"], sd[a + "k_proj.weight"], sd[a + "v_proj.weight"]]
+            ),
             # A nonzero stored k bias, masked out as in the official checkpoints.
             o + "attn.qkv.bias": torch.cat([sd[a + "q_proj.bias"], torch.ones(d), sd[a + "v_proj.bias"]]),
             o + "attn.qkv.bias_mask": torch.cat([torch.ones(d), torch.zeros(d), torch.ones(d)]),

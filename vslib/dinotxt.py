@@ -996,7 +996,10 @@ def convert_official_backbone(
     converted["norm.weight"] = take("norm.weight")
     converted["norm.bias"] = take("norm.bias")
     take("rope_embed.periods")
-    mlp_names = {"w1": "gate_proj", "w2": "up_proj", "w3": "down_proj"} if gated else {"fc1": "up_proj", "fc2": "down_proj"}
+    if gated:
+        mlp_names = {"w1": "gate_proj", "w2": "up_proj", "w3": "down_proj"}
+    else:
+        mlp_names = {"fc1": "up_proj", "fc2": "down_proj"}
     for i in range(depth):
         old, new = f"blocks.{i}.", f"model.layer.{i}."
         for norm in ("norm1", "norm2"):
@@ -1041,7 +1044,9 @@ def convert_official_backbone(
     return model.eval()
 
 
-def load_backbone(source: str | Path | DINOv3ViTModel, base_dir: str | Path | None = None) -> tuple[DINOv3ViTModel, str]:
+def load_backbone(
+    source: str | Path | DINOv3ViTModel, base_dir: str | Path | None = None
+) -> tuple[DINOv3ViTModel, str]:
     """Load a DINOv3 backbone from a model, a directory, an official ``.pth`` or a Hub id.
 
     Args:
