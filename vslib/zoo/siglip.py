@@ -120,16 +120,23 @@ def tokenize(tokenizer: PreTrainedTokenizerFast, texts: list[str], max_length: i
 
 
 @torch.no_grad()
-def embed(model: SiglipModel, tokenizer, pool: ScenePool, texts: list[str], max_length: int,
-          batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised image embeddings of a pool and text embeddings of ``texts``."""
+def image_embeddings(model: SiglipModel, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """Normalised image embeddings of uint8 images (N, 3, S, S)."""
     model.eval()
-    imgs = [model.get_image_features(pixel_values=augment.normalize(augment.to_float(pool.images[i:i + batch]),
-                                                                  SIGLIP_MEAN, SIGLIP_STD)).pooler_output
-            for i in range(0, len(pool), batch)]
-    txts = [model.get_text_features(input_ids=tokenize(tokenizer, texts[i:i + batch], max_length)).pooler_output
-            for i in range(0, len(texts), batch)]
-    return F.normalize(torch.cat(imgs), dim=-1), F.normalize(torch.cat(txts), dim=-1)
+    out = [model.get_image_features(pixel_values=augment.normalize(augment.to_float(images[i:i + batch]),
+                                                                 SIGLIP_MEAN, SIGLIP_STD)).pooler_output
+           for i in range(0, len(images), batch)]
+    return F.normalize(torch.cat(out), dim=-1)
+
+
+@torch.no_grad()
+def text_embeddings(model: SiglipModel, tokenizer, texts: list[str], max_length: int,
+                    batch: int = 256) -> torch.Tensor:
+    """Normalised text embeddings of ``texts``."""
+    model.eval()
+    out = [model.get_text_features(input_ids=tokenize(tokenizer, texts[i:i + batch], max_length)).pooler_output
+           for i in range(0, len(texts), batch)]
+    return F.normalize(torch.cat(out), dim=-1)
 
 
 def zero_shot_top1(image_emb: torch.Tensor, class_emb: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
@@ -161,10 +168,10 @@ def color_class_recall_at_5(image_emb: torch.Tensor, text_emb_fn, scenes) -> flo
 def evaluate(model: SiglipModel, tokenizer, size: int, max_length: int) -> dict:
     scenes = synth.eval_set("test", per_class=50, size=size, small_objects=0)
     pool = eval_pool("test", per_class=50, size=size)
-    img, _ = embed(model, tokenizer, pool, [], max_length)
+    img = image_embeddings(model, pool.images)
 
     def text_fn(texts):
-        return embed(model, tokenizer, ScenePool(pool.images[:0], pool.labels[:0], []), texts, max_length)[1]
+        return text_embeddings(model, tokenizer, texts, max_length)
 
     ens1, ens5 = zero_shot_top1(img, class_embeddings(text_fn, IMAGENET_TEMPLATES), pool.labels)
     one1, _ = zero_shot_top1(img, class_embeddings(text_fn, ["a photo of a {}."]), pool.labels)

@@ -1,0 +1,251 @@
+"""The Encoder seam: real model families loaded by their Hub ids from an offline cache.
+
+Tiny random-weight models of each family are built with the libraries' own config
+classes and saved as a Hugging Face cache snapshot; the hub stays switched off.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import vslib
+from vslib import encoders, registry
+from vslib.images import ImageLoadError
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _snapshot(cache: Path, repo_id: str) -> Path:
+    """Create the cache layout ``models--org--name/{refs/main, snapshots/<rev>/}`` and return the snapshot."""
+    revision = "0" * 40
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True, exist_ok=True)
+    return snapshot
+
+
+def _save_dinov3(path: Path) -> None:
+    from transformers import DINOv3ViTConfig, DINOv3ViTImageProcessor, DINOv3ViTModel
+
+    torch.manual_seed(0)
+    config = DINOv3ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                             patch_size=8, image_size=32, num_register_tokens=4)
+    DINOv3ViTModel(config).save_pretrained(path)
+    DINOv3ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
+
+
+def _save_siglip(path: Path, naflex: bool) -> None:
+    from transformers import (
+        Siglip2Config,
+        Siglip2ImageProcessor,
+        Siglip2Model,
+        SiglipConfig,
+        SiglipImageProcessor,
+        SiglipModel,
+    )
+
+    from vslib.zoo.siglip import build_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = build_tokenizer(64)
+    text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                num_attention_heads=2, max_position_embeddings=64, projection_size=32)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, patch_size=8)
+    if naflex:
+        model = Siglip2Model(Siglip2Config(text_config=text, vision_config={**vision, "num_patches": 16}))
+        processor = Siglip2ImageProcessor(patch_size=8, max_num_patches=16)
+    else:
+        model = SiglipModel(SiglipConfig(text_config=text, vision_config={**vision, "image_size": 32}))
+        processor = SiglipImageProcessor(size={"height": 32, "width": 32})
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+
+
+@pytest.fixture(scope="module")
+def hub_cache(tmp_path_factory) -> Path:
+    cache = tmp_path_factory.mktemp("hf-cache")
+    _save_dinov3(_snapshot(cache, "facebook/dinov3-vits16plus-pretrain-lvd1689m"))
+    _save_siglip(_snapshot(cache, "google/siglip2-base-patch16-naflex"), naflex=True)
+    _save_siglip(_snapshot(cache, "google/siglip2-base-patch16-224"), naflex=False)
+    return cache
+
+
+@pytest.fixture()
+def offline_hub(hub_cache, monkeypatch) -> Path:
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return hub_cache
+
+
+def _images(n: int = 3, size: tuple[int, int] = (40, 30)) -> list[Image.Image]:
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)) for _ in range(n)]
+
+
+def _assert_unit_rows(x: np.ndarray, n: int, dim: int) -> None:
+    assert x.shape == (n, dim) and x.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
+
+
+def test_dinov3_loads_by_friendly_name_and_hub_id_offline(offline_hub):
+    by_name = vslib.load_encoder("dinov3-vits16plus", device="cpu")
+    by_id = vslib.load_encoder("facebook/dinov3-vits16plus-pretrain-lvd1689m", device="cpu")
+    assert isinstance(by_name, encoders.DinoV3Encoder) and by_name.dim == 32
+    a, b = by_name.encode_images(_images()), by_id.encode_images(_images())
+    _assert_unit_rows(a, 3, 32)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    # The default pooling is the CLS token after the final norm, not the patch mean.
+    mean = vslib.load_encoder("dinov3-vits16plus", device="cpu", pooling="mean").encode_images(_images())
+    assert not np.allclose(a, mean, atol=1e-3)
+
+
+def test_dinov3_is_image_only_and_says_so(offline_hub):
+    enc = vslib.load_encoder("dinov3-vits16plus", device="cpu")
+    with pytest.raises(encoders.TextNotSupportedError, match="dinov3-vits16plus is an image-only model"):
+        enc.encode_texts(["a dog"])
+
+
+def test_dinov3_patch_features_lie_on_the_patch_grid(offline_hub):
+    enc = vslib.load_encoder("dinov3-vits16plus", device="cpu")
+    feats = enc.patch_features(_images(2))
+    assert feats.shape == (2, 4, 4, 32)  # 32 px / patch 8
+    np.testing.assert_allclose(np.linalg.norm(feats, axis=-1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["siglip2-base-naflex", "siglip2-base-patch16-224"])
+def test_siglip_families_embed_images_and_texts(offline_hub, name):
+    enc = vslib.load_encoder(name, device="cpu")
+    assert enc.supports_text and enc.max_length == 64 and enc.dim == 32
+    img = enc.encode_images(_images(3, size=(48, 24)))  # not square: NaFlex keeps the aspect
+    txt = enc.encode_texts(["a red circle", "A RED CIRCLE", "a blue star"])
+    _assert_unit_rows(img, 3, 32)
+    _assert_unit_rows(txt, 3, 32)
+    np.testing.assert_allclose(txt[0], txt[1], atol=1e-6)  # lowercased, as SigLIP 2 was trained
+    assert not np.allclose(txt[0], txt[2], atol=1e-3)
+    probability = enc.match_probability(img @ txt.T)
+    assert probability.shape == (3, 3) and ((probability > 0) & (probability < 1)).all()
+
+
+def test_siglip_text_is_padded_to_the_checkpoint_length(offline_hub, monkeypatch):
+    enc = vslib.load_encoder("siglip2-base-patch16-224", device="cpu")
+    seen = []
+    original = enc.model.get_text_features
+
+    def spy(**kwargs):
+        seen.append(kwargs["input_ids"].shape)
+        return original(**kwargs)
+
+    monkeypatch.setattr(enc.model, "get_text_features", spy)
+    enc.encode_texts(["a dog", "a much longer caption about a dog on a striped background"])
+    assert seen == [torch.Size([2, 64])]
+
+
+def test_missing_checkpoint_fails_at_once_with_a_useful_message(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(registry.ModelNotAvailableError) as info:
+        vslib.load_encoder("siglip2-so400m-patch14-384")
+    assert str(info.value) == (
+        "Model 'siglip2-so400m-patch14-384' (google/siglip2-so400m-patch14-384) is not cached on this machine "
+        "and the Hugging Face Hub is switched off (HF_HUB_OFFLINE=1). Download it once with network access "
+        "(for example: hf download google/siglip2-so400m-patch14-384) and load it again. For an offline model "
+        "of the same family, use the bundled 'tiny-siglip2'."
+    )
+
+
+def test_dinotxt_without_files_names_the_variable_and_the_bundled_model(monkeypatch):
+    monkeypatch.delenv(registry.DINOTXT_ENV, raising=False)
+    with pytest.raises(registry.ModelNotAvailableError, match="VSLIB_DINOTXT_DIR.*'tiny-dinotxt'"):
+        vslib.load_encoder("dinotxt-vitl16")
+
+
+def test_unknown_names_and_missing_directories():
+    with pytest.raises(KeyError, match="unknown model 'tiny-clip'"):
+        vslib.load_encoder("tiny-clip")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        vslib.load_encoder("./no/such/model")
+
+
+def test_local_directory_of_an_unknown_kind_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(ValueError, match="type 'bert'"):
+        vslib.load_encoder(tmp_path)
+
+
+def test_dinotxt_directory_loads_behind_the_same_interface(tmp_path):
+    from test_dinotxt import tiny_backbone, tiny_config
+
+    from vslib.bpe import ClipTokenizer, train_bpe_merges
+    from vslib.dinotxt import DinoTxtModel, save_dinotxt
+
+    backbone_dir = tmp_path / "backbone"
+    backbone = tiny_backbone()
+    backbone.save_pretrained(backbone_dir)
+    tokenizer = ClipTokenizer(train_bpe_merges(["a red circle", "a blue star on a plain background"] * 3, 20))
+    model = DinoTxtModel(tiny_config(tokenizer.vocab_size), backbone, tokenizer)
+    save_dinotxt(model, tmp_path / "txt", backbone_ref="../backbone")
+
+    enc = vslib.load_encoder(tmp_path / "txt", device="cpu")
+    assert isinstance(enc, encoders.DinoTxtEncoder) and enc.dim == 48
+    img = enc.encode_images(_images(2))
+    txt = enc.encode_texts(["a red circle", "a blue star"])
+    _assert_unit_rows(img, 2, 48)
+    _assert_unit_rows(txt, 2, 48)
+    patches = enc.patch_features(_images(1))
+    assert patches.shape == (1, 4, 4, 24)
+    assert enc.patch_text_features(["a red circle"]).shape == (1, 24)
+
+
+def test_paths_and_pil_images_give_the_same_vectors_and_bad_files_are_reported(offline_hub, tmp_path):
+    enc = vslib.load_encoder("dinov3-vits16plus", device="cpu")
+    images = _images(5)
+    paths = []
+    for i, im in enumerate(images):
+        paths.append(tmp_path / f"{i}.png")
+        im.save(paths[-1])
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("not an image")
+    from_pil = enc.encode_images(images, batch_size=2)
+    from_files = enc.encode_files([*paths[:2], tmp_path / "empty.png", *paths[2:], tmp_path / "text.jpg"],
+                                  batch_size=2, num_workers=2)
+    np.testing.assert_allclose(from_files.vectors, from_pil, atol=1e-5)
+    assert from_files.paths == paths
+    assert [(p.name, reason) for p, reason in from_files.skipped] == [
+        ("empty.png", "empty file (0 bytes)"),
+        ("text.jpg", "not an image (unknown or unsupported format)"),
+    ]
+    with pytest.raises(ImageLoadError, match="empty.png: empty file"):
+        enc.encode_images([paths[0], tmp_path / "empty.png"])
+
+
+def test_non_finite_embeddings_are_refused(offline_hub):
+    enc = vslib.load_encoder("dinov3-vits16plus", device="cpu", dtype="fp16")
+    with torch.no_grad():
+        enc.model.model.layer[0].mlp.down_proj.weight.mul_(1e6)  # fp16 overflows past 65504
+    with pytest.raises(encoders.NonFiniteEmbeddingError, match="dinov3-vits16plus produced non-finite embeddings.*fp16|float16"):
+        enc.encode_images(_images(2))
+
+
+def test_default_dtype_is_never_fp16_for_dinov3(offline_hub):
+    enc = vslib.load_encoder("dinov3-vits16plus")
+    assert enc.dtype in (torch.float32, torch.bfloat16)
+    assert next(enc.model.parameters()).dtype == enc.dtype
