@@ -105,3 +105,39 @@ def test_bundled_checkpoint_is_small_and_documented(name: str):
 def test_checkpoint_path_rejects_unknown_names():
     with pytest.raises(KeyError, match="tiny-clip"):
         checkpoint_path("tiny-clip")
+
+
+def test_dinotxt_steps_reduce_the_loss_and_keep_the_backbone_frozen(tmp_path: Path):
+    from test_dinotxt import tiny_backbone
+
+    from vslib import dinotxt
+    from vslib.zoo import dinotxt_train
+
+    torch.manual_seed(0)
+    tiny_backbone().save_pretrained(tmp_path / "backbone")
+    r = dinotxt_train.DinoTxtRecipe(embed_dim=16, text_width=32, text_layers=1, text_heads=2, head_heads=2,
+                                    bpe_merges=50, lr=3e-3)
+    model = dinotxt_train.build(r, tmp_path / "backbone")
+    before = dinotxt.backbone_sha256(model.backbone)
+    pool = render_pool("train", 16, 32, workers=1)
+    tokens = dinotxt_train.cached_tokens(model, pool.images)
+    texts = [c[0] for c in pool.captions]
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=r.lr)
+    model.train()
+    losses = [dinotxt_train.train_step(model, opt, tokens, texts) for _ in range(20)]
+    first, last = _first_vs_last(losses)
+    assert last < first * 0.8, losses
+    assert dinotxt.backbone_sha256(model.backbone) == before
+
+
+def test_multi_positive_loss_treats_identical_captions_as_matches():
+    from vslib.zoo.dinotxt_train import multi_positive_clip_loss
+
+    emb = torch.eye(3)
+    scale = torch.tensor([4.0])
+    # Images 0 and 1 share a caption: the loss is lower when both texts match both images.
+    dup = multi_positive_clip_loss(torch.stack([emb[0], emb[0], emb[2]]), torch.stack([emb[0], emb[0], emb[2]]),
+                                   scale, ["a", "a", "b"])
+    distinct = multi_positive_clip_loss(torch.stack([emb[0], emb[0], emb[2]]), torch.stack([emb[0], emb[0], emb[2]]),
+                                        scale, ["a", "c", "b"])
+    assert dup < distinct

@@ -9,10 +9,10 @@ transformers. Introduced in chapter 1.
 
 from __future__ import annotations
 
-import json
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -298,6 +298,22 @@ def _unwrap(output: Any) -> torch.Tensor:
     return pooled
 
 
+@contextmanager
+def _quiet_loading():
+    """Silence transformers' per-load progress bar and config notices (restored afterwards)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 class _ProcessorCall:
     """A picklable image-preprocessing callable around a Hugging Face image processor."""
 
@@ -515,4 +531,5 @@ def load_encoder(
     torch_device = torch.device(device) if device is not None else precision.pick_device()
     torch_dtype = precision.as_dtype(dtype) if dtype is not None else precision.pick_dtype(resolved.family, torch_device)
     cls = _FAMILIES[resolved.family]
-    return cls(resolved.name, resolved.path, torch_device, torch_dtype, **options)
+    with _quiet_loading():
+        return cls(resolved.name, resolved.path, torch_device, torch_dtype, **options)

@@ -1,0 +1,88 @@
+"""Device and dtype choices, the format table, and the dtype audit on a deliberately scaled model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from vslib import precision
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_dinov3_is_never_fp16_by_default():
+    for device in ("cpu", "mps", "cuda"):
+        if device == "cuda" and not torch.cuda.is_available():
+            continue
+        for family in ("dinov3", "siglip", "dinotxt"):
+            assert precision.pick_dtype(family, device) != torch.float16
+    assert precision.pick_dtype("dinov3", "mps") == torch.bfloat16
+    assert precision.pick_dtype("dinov3", "cpu") == torch.float32
+    with pytest.raises(ValueError, match="unknown model family 'clip'"):
+        precision.pick_dtype("clip", "cpu")
+
+
+def test_dtype_names():
+    assert precision.as_dtype("bf16") is torch.bfloat16
+    assert precision.as_dtype("float16") is torch.float16
+    assert precision.as_dtype(torch.float32) is torch.float32
+    with pytest.raises(ValueError, match="unknown dtype 'fp8'"):
+        precision.as_dtype("fp8")
+
+
+def test_format_table_matches_the_formats():
+    rows = {r.name: r for r in precision.format_table()}
+    assert (rows["fp32"].exponent_bits, rows["fp32"].mantissa_bits) == (8, 23)
+    assert (rows["bf16"].exponent_bits, rows["bf16"].mantissa_bits) == (8, 7)
+    assert (rows["fp16"].exponent_bits, rows["fp16"].mantissa_bits) == (5, 10)
+    assert rows["fp16"].max == 65504.0
+    assert rows["bf16"].max > 1e38  # bf16 keeps fp32's range, not its precision
+    assert rows["bf16"].eps > rows["fp16"].eps > rows["fp32"].eps
+
+
+class Scaled(nn.Module):
+    """Four linear layers; the third multiplies activations far past fp16's range."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b, self.c, self.d = (nn.Linear(16, 16) for _ in range(4))
+        with torch.no_grad():
+            self.c.weight.mul_(3e5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.tanh(self.a(x))
+        x = torch.tanh(self.b(x))
+        x = self.c(x)
+        return self.d(x / x.norm(dim=-1, keepdim=True))
+
+
+def test_audit_finds_the_first_overflowing_layer():
+    x = torch.randn(8, 16, generator=torch.Generator().manual_seed(1))
+    reports = {r.dtype: r for r in precision.audit_dtypes(Scaled(), {"x": x}, forward=lambda m, i: m(i["x"]))}
+    assert list(reports) == ["fp32", "bf16", "fp16"]
+    fp32, bf16, fp16 = reports["fp32"], reports["bf16"], reports["fp16"]
+    peak = max(s.max_abs for s in fp32.layers if s.name == "c")
+    assert peak > 65504  # the fp32 run shows the layer that would overflow fp16
+    assert fp16.first_over_range == "c" and fp16.first_overflow == "c"
+    assert fp16.nan_count + fp16.inf_count > 0
+    assert bf16.first_overflow is None and bf16.nan_count == 0
+    assert bf16.cosine_to_fp32 > 0.98
+    assert fp32.cosine_to_fp32 == pytest.approx(1.0, abs=1e-6)
+    assert fp16.parameter_bytes * 2 == fp32.parameter_bytes
+
+
+def test_audit_of_a_healthy_model_reports_no_overflow():
+    model = nn.Sequential(nn.Linear(8, 8), nn.GELU(), nn.Linear(8, 4))
+    x = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
+    for report in precision.audit_dtypes(model, {"input": x}, forward=lambda m, i: m(i["input"])):
+        assert report.first_overflow is None and report.first_over_range is None
+        assert report.nan_count == 0 and report.cosine_to_fp32 > 0.99
+        assert report.seconds_per_image > 0
