@@ -1,0 +1,157 @@
+"""Tests for vslib.calibration."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from vslib.calibration import (
+    Calibration,
+    fit_calibration,
+    random_unit_cosines,
+    reliability,
+    sigmoid_confidence,
+    softmax_over_candidates,
+)
+
+TRUE_THRESHOLD = 0.15
+TRUE_TEMPERATURE = 30.0
+
+
+def _sample(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scores uniform on [-0.1, 0.4] with matches drawn from the true sigmoid."""
+    rng = np.random.default_rng(seed)
+    scores = rng.uniform(-0.1, 0.4, n)
+    p = 1 / (1 + np.exp(-(scores - TRUE_THRESHOLD) * TRUE_TEMPERATURE))
+    return scores, rng.random(n) < p
+
+
+def test_sigmoid_confidence_is_one_half_at_the_threshold_and_follows_the_formula():
+    s = np.array([0.1, 0.2, 0.3])
+    conf = sigmoid_confidence(s, threshold=0.2, temperature=10.0)
+    assert conf[1] == pytest.approx(0.5)
+    # sigmoid(1) = e / (1 + e) and sigmoid(-1) = 1 - sigmoid(1).
+    assert conf[2] == pytest.approx(math.e / (1 + math.e))
+    assert conf[0] == pytest.approx(1 - math.e / (1 + math.e))
+
+
+def test_sigmoid_confidence_saturates_without_overflow_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        conf = sigmoid_confidence([-1e6, 1e6], threshold=0.0, temperature=1e3)
+    np.testing.assert_array_equal(conf, [0.0, 1.0])
+
+
+def test_fit_recovers_the_threshold_and_temperature_of_the_generating_sigmoid():
+    scores, is_match = _sample(20_000, seed=0)
+    cal = fit_calibration(scores, is_match)
+    assert cal.threshold == pytest.approx(TRUE_THRESHOLD, abs=0.01)
+    assert cal.temperature == pytest.approx(TRUE_TEMPERATURE, rel=0.1)
+
+
+def test_fitted_confidences_are_better_calibrated_than_a_wrong_threshold():
+    scores, is_match = _sample(20_000, seed=1)
+    cal = fit_calibration(scores, is_match)
+    test_scores, test_match = _sample(20_000, seed=2)
+    fitted = reliability(cal.confidence(test_scores), test_match)
+    wrong = reliability(sigmoid_confidence(test_scores, 0.3, TRUE_TEMPERATURE), test_match)
+    assert fitted.ece < 0.02
+    assert wrong.ece > 3 * fitted.ece
+
+
+def test_fit_stays_finite_on_separable_data_and_splits_the_classes():
+    scores = np.array([0.00, 0.03, 0.06, 0.10, 0.20, 0.24, 0.27, 0.30])
+    is_match = np.array([0, 0, 0, 0, 1, 1, 1, 1], dtype=bool)
+    cal = fit_calibration(scores, is_match)
+    assert math.isfinite(cal.temperature) and cal.temperature > 0
+    assert 0.10 < cal.threshold < 0.20
+    conf = cal.confidence(scores)
+    assert (conf[is_match] > 0.9).all() and (conf[~is_match] < 0.1).all()
+
+
+def test_fit_warns_when_newton_has_not_converged():
+    scores, is_match = _sample(500, seed=3)
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        fit_calibration(scores, is_match, max_iter=1)
+
+
+@pytest.mark.parametrize(
+    ("scores", "is_match", "message"),
+    [
+        ([0.1, 0.2, 0.3], [True, True, True], "only matches"),
+        ([0.1, 0.2, 0.3], [False, False, False], "only non-matches"),
+        ([0.1, 0.2, 0.3], [True, False], "differ in length"),
+        ([0.3, 0.2, 0.1, 0.0], [False, False, True, True], "slope"),
+    ],
+)
+def test_fit_rejects_unusable_labels(scores, is_match, message):
+    with pytest.raises(ValueError, match=message):
+        fit_calibration(scores, is_match)
+
+
+def test_calibration_round_trips_through_json_and_matches_a_scale_bias_pair():
+    cal = Calibration(threshold=0.12, temperature=25.0)
+    again = Calibration.from_dict(json.loads(json.dumps(cal.to_dict())))
+    assert again == cal
+    # sigmoid(s * scale + bias) with scale 25 and bias -3 has its midpoint at 3 / 25.
+    siglip_like = Calibration.from_scale_bias(25.0, -3.0)
+    assert siglip_like.threshold == pytest.approx(0.12)
+    s = np.linspace(-0.2, 0.5, 8)
+    np.testing.assert_allclose(siglip_like.confidence(s), 1 / (1 + np.exp(-(25.0 * s - 3.0))))
+
+
+def test_ece_is_zero_when_every_bin_matches_its_confidence():
+    conf = np.array([0.25] * 4 + [0.75] * 4)
+    is_match = np.array([1, 0, 0, 0, 1, 1, 1, 0], dtype=bool)
+    stats = reliability(conf, is_match, bins=10)
+    assert stats.ece == pytest.approx(0.0)
+    assert stats.bin_counts[2] == 4 and stats.bin_counts[7] == 4 and stats.bin_counts.sum() == 8
+
+
+def test_ece_on_a_hand_computed_case():
+    # Bin [0.1, 0.2): confidence 0.15, 1 of 2 matches -> gap 0.35.
+    # Bin [0.8, 0.9): confidence 0.85, 2 of 2 matches -> gap 0.15.
+    stats = reliability([0.15, 0.15, 0.85, 0.85], [False, True, True, True], bins=10)
+    assert stats.ece == pytest.approx(0.5 * 0.35 + 0.5 * 0.15)
+    assert stats.bin_accuracy[1] == pytest.approx(0.5)
+    assert stats.bin_confidence[8] == pytest.approx(0.85)
+    assert np.isnan(stats.bin_accuracy[0]) and stats.bin_counts[0] == 0
+    np.testing.assert_allclose(stats.bin_edges, np.linspace(0, 1, 11))
+
+
+def test_reliability_puts_confidence_one_in_the_last_bin_and_rejects_out_of_range():
+    stats = reliability([1.0, 0.0], [True, False], bins=4)
+    assert stats.bin_counts.tolist() == [1, 0, 0, 1]
+    assert stats.ece == pytest.approx(0.0)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        reliability([1.2], [True])
+
+
+def test_softmax_rows_sum_to_one_and_follow_the_temperature():
+    scores = np.random.default_rng(0).uniform(-1, 1, (5, 7))
+    probs = softmax_over_candidates(scores, temperature=100.0)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+    # Two candidates 0.1 apart at temperature 10 ln 3 differ by a factor of 3 in probability.
+    pair = softmax_over_candidates([0.0, 0.1], temperature=10 * math.log(3))
+    np.testing.assert_allclose(pair, [0.25, 0.75])
+    # A softmax hands out all the mass even when every candidate scores low.
+    assert softmax_over_candidates([0.01, 0.02, 0.03], temperature=100.0).sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("dim", [16, 256, 1024])
+def test_random_unit_cosines_spread_like_one_over_sqrt_dim(dim):
+    cos = random_unit_cosines(dim, n=4000, seed=0)
+    assert cos.shape == (4000,)
+    assert np.abs(cos).max() <= 1.0
+    # For random unit vectors E[cos] = 0 and Var[cos] = 1 / dim exactly.
+    assert cos.std() * math.sqrt(dim) == pytest.approx(1.0, rel=0.05)
+    assert abs(cos.mean()) < 4 / math.sqrt(dim * 4000)
+
+
+def test_random_unit_cosines_are_reproducible_from_the_seed():
+    np.testing.assert_array_equal(random_unit_cosines(64, 100, seed=5), random_unit_cosines(64, 100, seed=5))
+    assert not np.array_equal(random_unit_cosines(64, 100, seed=5), random_unit_cosines(64, 100, seed=6))

@@ -1,0 +1,204 @@
+"""Tests for vslib.zeroshot, with hand-built score matrices and small fake encoders."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vslib.encoders import Encoder
+from vslib.templates import fill
+from vslib.zeroshot import (
+    class_embeddings,
+    classify,
+    confusion_matrix,
+    evaluate_zero_shot,
+    mean_per_class_recall,
+    retrieval_recall_at_k,
+    top5_printout,
+    topk_accuracy,
+)
+
+PRIMARIES = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
+
+
+class HashTextEncoder(Encoder):
+    """Texts become fixed pseudo-random vectors of varied length; records encode_texts calls."""
+
+    name, dim, family, supports_text = "hash-text", 16, "fake", True
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def raw(self, text: str) -> np.ndarray:
+        rng = np.random.default_rng(zlib.crc32(text.encode()))
+        return rng.standard_normal(self.dim) * (1 + zlib.crc32(text.encode()) % 7)
+
+    def preprocess(self, images):
+        return {"pixels": torch.zeros(len(images), self.dim)}
+
+    def _embed_inputs(self, inputs):
+        return inputs["pixels"] + 1.0
+
+    def _embed_texts(self, texts):
+        return torch.tensor(np.stack([self.raw(t) for t in texts]), dtype=torch.float32)
+
+    def encode_texts(self, texts, batch_size=64, progress=None):
+        self.calls.append(list(texts))
+        return super().encode_texts(texts, batch_size=batch_size, progress=progress)
+
+
+class PrimaryColorEncoder(Encoder):
+    """Images embed as their mean RGB; a text embeds as the RGB of the primary colour it names."""
+
+    name, dim, family, supports_text = "primary-colour", 3, "fake", True
+
+    def preprocess(self, images):
+        return {"rgb": torch.tensor(np.stack([np.asarray(im, np.float32).mean((0, 1)) for im in images]))}
+
+    def _embed_inputs(self, inputs):
+        return inputs["rgb"]
+
+    def _embed_texts(self, texts):
+        rows = [sum((np.array(rgb, np.float32) for c, rgb in PRIMARIES.items() if c in t), np.full(3, 1e-3))
+                for t in texts]
+        return torch.tensor(np.stack(rows))
+
+
+def test_class_embeddings_average_normalised_prompts_in_one_call():
+    enc = HashTextEncoder()
+    names = ["cat", "dog", "red circle"]
+    templates = ["a photo of a {}.", "{}", "a drawing of the {}."]
+    emb = class_embeddings(enc, names, templates)
+
+    prompts = [p for n in names for p in fill(templates, n)]
+    assert enc.calls == [prompts]
+    expected = []
+    for n in names:
+        vecs = np.stack([enc.raw(p) for p in fill(templates, n)])
+        mean = (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).mean(axis=0)
+        expected.append(mean / np.linalg.norm(mean))
+    assert emb.shape == (3, 16) and emb.dtype == np.float32
+    np.testing.assert_allclose(emb, np.stack(expected), atol=1e-5)
+    # Prompts of varied length: the plain mean of raw vectors points elsewhere.
+    raw_mean = np.stack([enc.raw(p) for p in fill(templates, "cat")]).mean(axis=0)
+    assert not np.allclose(emb[0], raw_mean / np.linalg.norm(raw_mean), atol=1e-3)
+
+
+def test_class_embeddings_rejects_empty_inputs():
+    with pytest.raises(ValueError, match="class names"):
+        class_embeddings(HashTextEncoder(), [], ["{}"])
+    with pytest.raises(ValueError, match="templates"):
+        class_embeddings(HashTextEncoder(), ["cat"], [])
+
+
+def test_zero_shot_with_a_colour_encoder_classifies_solid_colours():
+    enc = PrimaryColorEncoder()
+    names = list(PRIMARIES)
+    class_emb = class_embeddings(enc, names, ["a photo of a {} thing.", "{}"])
+    images = [Image.new("RGB", (8, 8), PRIMARIES[names[i % 3]]) for i in range(6)]
+    labels = np.arange(6) % 3
+    scores = classify(enc.encode_images(images), class_emb)
+    assert scores.shape == (6, 3)
+    np.testing.assert_allclose(scores[np.arange(6), labels], 1.0, atol=1e-5)
+    result = evaluate_zero_shot(enc.encode_images(images), class_emb, labels)
+    assert result == {"top1": 1.0, "top5": 1.0, "mean_per_class_recall": 1.0}
+
+
+def test_classify_refuses_embeddings_of_different_models():
+    with pytest.raises(ValueError, match="same model"):
+        classify(np.ones((2, 4)), np.ones((3, 5)))
+
+
+# Six classes; per row the true label's rank is 1, 2, 1, 6 and 5.
+SCORES = np.array(
+    [
+        [0.9, 0.1, 0.2, 0.3, 0.4, 0.5],
+        [0.8, 0.7, 0.1, 0.2, 0.3, 0.4],
+        [0.1, 0.2, 0.9, 0.3, 0.4, 0.5],
+        [0.6, 0.5, 0.4, 0.3, 0.2, 0.1],
+        [0.2, 0.6, 0.5, 0.4, 0.3, 0.1],
+    ]
+)
+LABELS = np.array([0, 1, 2, 5, 0])
+
+
+@pytest.mark.parametrize(("k", "expected"), [(1, 2 / 5), (2, 3 / 5), (5, 4 / 5), (6, 1.0), (10, 1.0)])
+def test_topk_accuracy_on_a_hand_built_matrix(k, expected):
+    assert topk_accuracy(SCORES, LABELS, k) == pytest.approx(expected)
+
+
+def test_topk_accuracy_breaks_ties_like_argmax():
+    # All scores equal: argmax predicts class 0, so only the class-0 sample is a top-1 hit.
+    assert topk_accuracy(np.zeros((3, 4)), [0, 1, 2], 1) == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="labels"):
+        topk_accuracy(SCORES, [0, 1, 2, 6, 0], 1)
+    with pytest.raises(ValueError, match="k must"):
+        topk_accuracy(SCORES, LABELS, 0)
+
+
+def test_mean_per_class_recall_differs_from_top1_on_imbalanced_labels():
+    # Nine samples of class 0 and one of class 1; the model always predicts class 0.
+    scores = np.tile([0.9, 0.1], (10, 1))
+    labels = np.array([0] * 9 + [1])
+    assert topk_accuracy(scores, labels, 1) == pytest.approx(0.9)
+    assert mean_per_class_recall(scores, labels) == pytest.approx((1.0 + 0.0) / 2)
+
+
+def test_mean_per_class_recall_averages_only_classes_present():
+    # Predictions: 0, 0, 2, 0, 1. Class 0 recall 1/2, class 1 recall 0, class 2 recall 1, class 5 recall 0.
+    assert mean_per_class_recall(SCORES, LABELS) == pytest.approx((0.5 + 0 + 1 + 0) / 4)
+
+
+def test_confusion_matrix_counts_true_rows_and_predicted_columns():
+    cm = confusion_matrix([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 2, 0], num_classes=3)
+    expected = np.array([[1, 0, 1], [1, 1, 0], [0, 0, 2]])
+    np.testing.assert_array_equal(cm, expected)
+    assert cm.sum() == 6
+    with pytest.raises(ValueError, match="pred"):
+        confusion_matrix([3], [0], num_classes=3)
+
+
+def test_retrieval_recall_at_k_with_sets_and_a_boolean_matrix():
+    gallery = np.eye(4, dtype=np.float32)
+    # Query q ranks the gallery as given by its weights (all distinct).
+    queries = np.array(
+        [
+            [0.9, 0.3, 0.2, 0.1],  # ranking 0, 1, 2, 3
+            [0.1, 0.2, 0.3, 0.9],  # ranking 3, 2, 1, 0
+            [0.2, 0.9, 0.1, 0.3],  # ranking 1, 3, 0, 2
+        ],
+        dtype=np.float32,
+    )
+    positives = [{0}, {0, 1}, {2}]
+    # Ranks of the first positive: 1, 3, 4.
+    assert retrieval_recall_at_k(queries, gallery, positives, 1) == pytest.approx(1 / 3)
+    assert retrieval_recall_at_k(queries, gallery, positives, 3) == pytest.approx(2 / 3)
+    assert retrieval_recall_at_k(queries, gallery, positives, 4) == pytest.approx(1.0)
+    mask = np.zeros((3, 4), dtype=bool)
+    for q, items in enumerate(positives):
+        mask[q, list(items)] = True
+    assert retrieval_recall_at_k(queries, gallery, mask, 3) == pytest.approx(2 / 3)
+
+
+def test_retrieval_recall_refuses_queries_without_positives_and_ambiguous_positives():
+    with pytest.raises(ValueError, match="no positive"):
+        retrieval_recall_at_k(np.eye(2), np.eye(2), [{0}, set()], 1)
+    # Lists of indices could be read as 0/1 flags; only sets or a boolean matrix are accepted.
+    with pytest.raises(ValueError, match="boolean matrix"):
+        retrieval_recall_at_k(np.eye(2), np.eye(2), [[0], [1]], 1)
+
+
+def test_top5_printout_lists_the_best_classes_and_marks_the_truth():
+    names = ["a", "b", "c", "d", "e", "f"]
+    lines = top5_printout(SCORES, names, 1, labels=LABELS)
+    assert len(lines) == 5
+    assert lines[0].split()[:3] == ["1.", "a", "0.800"]
+    assert lines[1].split()[:3] == ["2.", "b", "0.700"] and lines[1].endswith("<- true")
+    assert sum("<- true" in line for line in lines) == 1
+    # Row 3's true class f scores lowest: it is not listed, so an extra line names its rank.
+    lines = top5_printout(SCORES, names, 3, labels=LABELS)
+    assert len(lines) == 6 and "'f'" in lines[-1] and "ranks 6" in lines[-1]
