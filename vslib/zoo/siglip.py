@@ -52,7 +52,7 @@ class SiglipRecipe:
     # the text tower four times cheaper. Encoders read the length from the checkpoint.
     max_length: int = 16
     train_scenes: int = 30000
-    steps: int = 1500
+    steps: int = 3000
     batch_size: int = 128
     lr: float = 1e-3
     min_lr: float = 1e-5
@@ -79,6 +79,8 @@ def build_tokenizer(max_length: int = 64) -> PreTrainedTokenizerFast:
         eos_token="</s>",
         unk_token="<unk>",
         model_max_length=max_length,
+        # SigLIP text towers read token ids only (no attention mask), as in training.
+        model_input_names=["input_ids"],
     )
 
 

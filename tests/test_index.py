@@ -1,0 +1,403 @@
+"""ImageIndex: bad files, incremental updates, crash-safe saves, views, recall and duplicates.
+
+A small deterministic encoder stands in for a real model: it embeds the colours of a 2x2
+thumbnail through a fixed random projection and counts the images it embeds.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vslib import index as index_module
+from vslib.encoders import Encoder
+from vslib.index import ImageIndex, ReadOnlyIndexError
+
+RED, GREEN, BLUE, YELLOW, PURPLE = (230, 20, 20), (20, 200, 40), (30, 40, 230), (240, 220, 10), (200, 30, 210)
+
+
+class FakeEncoder(Encoder):
+    """Mean colours of the four quadrants, centred, through a random projection fixed by the name."""
+
+    family = "fake"
+
+    def __init__(self, name: str = "fake-colour", dim: int = 16) -> None:
+        self.name, self.dim = name, dim
+        rng = np.random.default_rng(zlib.crc32(name.encode()))
+        self.projection = torch.from_numpy(rng.normal(size=(12, dim)).astype(np.float32))
+        self.images_embedded = 0
+
+    def preprocess(self, images: list[Image.Image]) -> dict[str, torch.Tensor]:
+        thumbs = [np.asarray(im.resize((2, 2), Image.BILINEAR), dtype=np.float32).ravel() / 255 - 0.5 for im in images]
+        return {"features": torch.from_numpy(np.stack(thumbs))}
+
+    def _embed_inputs(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        self.images_embedded += len(inputs["features"])
+        return inputs["features"] @ self.projection
+
+
+def make_image(path: Path, colour: tuple[int, int, int], noise: float = 0.0, seed: int = 0) -> Path:
+    """A 32x32 image of one colour, optionally with Gaussian noise; format from the suffix."""
+    pixels = np.full((32, 32, 3), colour, dtype=np.float32)
+    if noise:
+        pixels += np.random.default_rng(seed).normal(0, noise, pixels.shape)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+def unit_rows(matrix: np.ndarray) -> np.ndarray:
+    return (matrix / np.linalg.norm(matrix, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture
+def encoder() -> FakeEncoder:
+    return FakeEncoder()
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    root = tmp_path / "photos"
+    make_image(root / "red.png", RED)
+    make_image(root / "green.jpg", GREEN)
+    make_image(root / "nested" / "blue.png", BLUE)
+    return root
+
+
+def built(root: Path, encoder: FakeEncoder, dtype: str = "f16") -> ImageIndex:
+    index = ImageIndex(encoder.dim, encoder.name, dtype=dtype)
+    index.update_folder(root, encoder)
+    return index
+
+
+def top_path(index: ImageIndex, encoder: FakeEncoder, colour: tuple[int, int, int]) -> str:
+    query = encoder.encode_images([Image.new("RGB", (32, 32), colour)])[0]
+    return index.search(query, k=1)[0].path
+
+
+# -- building from a folder ----------------------------------------------------------------------
+
+
+def test_every_kind_of_bad_file_is_skipped_with_a_reason_and_the_rest_indexed(photos, encoder):
+    (photos / "empty.jpg").write_bytes(b"")
+    buffer = io.BytesIO()
+    noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(buffer, "JPEG")
+    (photos / "truncated.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    (photos / "notes.jpg").write_text("shopping list: milk, eggs")
+    # An iPhone HEIC photo renamed to .jpg: a format PIL cannot open.
+    (photos / "iphone.jpg").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(200))
+
+    index = ImageIndex(encoder.dim, encoder.name)
+    report = index.update_folder(photos, encoder)
+
+    reasons = dict(report.skipped)
+    assert set(reasons) == {"empty.jpg", "truncated.jpg", "notes.jpg", "iphone.jpg"}
+    assert "empty" in reasons["empty.jpg"]
+    assert "truncated" in reasons["truncated.jpg"]
+    assert "not an image" in reasons["notes.jpg"]
+    assert "unsupported format" in reasons["iphone.jpg"]
+    assert sorted(report.added) == ["green.jpg", "nested/blue.png", "red.png"]
+    assert sorted(index.paths) == sorted(report.added)
+    assert len(index) == 3
+    assert top_path(index, encoder, BLUE) == "nested/blue.png"
+    assert report.summary() == "added 3, updated 0, removed 0, unchanged 0, skipped 4"
+
+
+def test_records_hold_relative_path_size_mtime_hash_and_model(photos, encoder):
+    index = built(photos, encoder)
+    record = index.record("nested/blue.png")
+    file = photos / "nested" / "blue.png"
+    assert record.size == file.stat().st_size
+    assert record.mtime_ns == file.stat().st_mtime_ns
+    assert record.sha256 == index_module.file_sha256(file)
+    assert (record.model, record.dim) == (encoder.name, encoder.dim)
+    assert index.resolve(record.path) == file.resolve()
+    assert file.resolve() in index and "nested/blue.png" in index and "blue.png" not in index
+
+
+def test_update_encodes_only_new_and_changed_files(photos, encoder):
+    index = built(photos, encoder)
+    assert encoder.images_embedded == 3
+
+    make_image(photos / "green.jpg", YELLOW)  # changed bytes
+    (photos / "nested" / "blue.png").unlink()  # deleted
+    make_image(photos / "new" / "purple.png", PURPLE)  # new
+    red = photos / "red.png"
+    later = red.stat().st_mtime_ns + 5_000_000_000
+    os.utime(red, ns=(later, later))  # touched: same bytes, new mtime
+
+    before = encoder.images_embedded
+    report = index.update_folder(photos, encoder)
+    assert encoder.images_embedded - before == 2
+
+    assert report.added == ["new/purple.png"]
+    assert report.updated == ["green.jpg"]
+    assert report.removed == ["nested/blue.png"]
+    assert report.unchanged == ["red.png"] and report.refreshed == ["red.png"]
+    assert report.skipped == []
+    assert index.record("red.png").mtime_ns == later
+    assert sorted(index.paths) == ["green.jpg", "new/purple.png", "red.png"]
+    assert top_path(index, encoder, YELLOW) == "green.jpg"
+    assert all(hit.path != "nested/blue.png" for hit in index.search(encoder.encode_images(
+        [Image.new("RGB", (32, 32), BLUE)])[0], k=10))
+
+    before = encoder.images_embedded
+    again = index.update_folder(photos, encoder)
+    assert again.summary() == "added 0, updated 0, removed 0, unchanged 3, skipped 0"
+    assert encoder.images_embedded == before
+
+
+def test_a_file_that_turns_bad_leaves_the_index(photos, encoder):
+    index = built(photos, encoder)
+    (photos / "red.png").write_bytes(b"not a png any more")
+    report = index.update_folder(photos, encoder)
+    assert "red.png" not in index
+    assert report.removed == ["red.png"]
+    assert [path for path, _ in report.skipped] == ["red.png"]
+
+
+def test_a_moved_folder_updates_without_re_encoding(photos, encoder, tmp_path):
+    index = built(photos, encoder)
+    moved = tmp_path / "moved"
+    shutil.copytree(photos, moved)  # copy2 keeps the modification times
+    report = index.update_folder(moved, encoder)
+    assert sorted(report.unchanged) == sorted(index.paths) and not report.added and not report.removed
+    assert encoder.images_embedded == 3
+    assert index.resolve("red.png") == (moved / "red.png").resolve()
+
+
+# -- model and dimension checks ------------------------------------------------------------------
+
+
+def test_another_model_or_dimension_is_refused_with_both_names(photos, encoder):
+    index = built(photos, encoder)
+    other = FakeEncoder("fake-other", dim=encoder.dim)
+    with pytest.raises(ValueError, match="fake-colour.*fake-other|fake-other.*fake-colour"):
+        index.update_folder(photos, other)
+    with pytest.raises(ValueError, match="fake-other"):
+        index.add([photos / "red.png"], np.ones((1, encoder.dim)), model="fake-other")
+
+    with pytest.raises(ValueError, match=r"dimension 8\b.*dimension 16\b"):
+        index.add_vectors(np.ones((2, 8)))
+    with pytest.raises(ValueError, match=r"dimension 8\b.*dimension 16\b"):
+        index.search(np.ones(8))
+    wide = FakeEncoder(encoder.name, dim=24)
+    with pytest.raises(ValueError, match=r"24.*16"):
+        index.update_folder(photos, wide)
+    assert len(index) == 3 and encoder.images_embedded == 3 and wide.images_embedded == 0
+
+
+def test_bad_vectors_and_settings_are_refused():
+    with pytest.raises(ValueError, match="f32, f16, i8"):
+        ImageIndex(4, "m", dtype="f64")
+    index = ImageIndex(4, "m")
+    with pytest.raises(ValueError, match="zero vector"):
+        index.add_vectors(np.zeros((1, 4)))
+    with pytest.raises(ValueError, match="NaN"):
+        index.add_vectors(np.array([[1.0, np.nan, 0, 0]]))
+    with pytest.raises(ValueError, match="2 paths but 1 vectors"):
+        index.add(["a.png", "b.png"], np.ones((1, 4)))
+    assert len(index) == 0
+
+
+# -- searching -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype, tolerance", [("f32", 1e-6), ("f16", 2e-3), ("i8", 2e-2)])
+def test_stored_vectors_and_scores_match_cosine_similarity(dtype, tolerance):
+    rng = np.random.default_rng(1)
+    vectors = unit_rows(rng.normal(size=(200, 32)))
+    index = ImageIndex(32, "m", dtype=dtype)
+    index.add_vectors(vectors, paths=[f"v{i}" for i in range(200)])
+    stored = index.vectors()
+    assert stored.dtype == np.float32 and stored.shape == (200, 32)
+    assert np.abs(stored - vectors).max() < tolerance * 4
+
+    query = unit_rows(rng.normal(size=(1, 32)))[0]
+    hits = index.search(query, k=5, exact=True)
+    cosine = unit_rows(stored) @ query
+    assert [hit.path for hit in hits] == [f"v{i}" for i in np.argsort(-cosine)[:5]]
+    assert np.allclose([hit.score for hit in hits], np.sort(cosine)[::-1][:5], atol=tolerance)
+
+
+def test_batch_search_drops_the_padding_of_short_result_lists():
+    index = ImageIndex(8, "m")
+    vectors = unit_rows(np.random.default_rng(2).normal(size=(3, 8)))
+    index.add_vectors(vectors, paths=["a", "b", "c"])
+    rows = index.search(vectors, k=10)
+    assert len(rows) == 3
+    for row, expected in zip(rows, ["a", "b", "c"]):
+        assert len(row) == 3 and len({hit.key for hit in row}) == 3
+        assert row[0].path == expected and row[0].score == pytest.approx(1.0, abs=1e-3)
+        assert [hit.score for hit in row] == sorted((hit.score for hit in row), reverse=True)
+    one_row = index.search(vectors[:1], k=2)
+    assert len(one_row) == 1 and [hit.path for hit in one_row[0]] == ["a", rows[0][1].path]
+    assert ImageIndex(8, "m").search(vectors[0]) == []
+
+
+def test_removed_images_are_never_returned_and_can_come_back():
+    index = ImageIndex(8, "m")
+    vectors = unit_rows(np.random.default_rng(3).normal(size=(20, 8)))
+    keys = index.add_vectors(vectors, paths=[f"v{i}" for i in range(20)])
+    assert index.remove(["v3", "v7"]) == 2
+    assert len(index) == 18
+    found = {hit.path for row in index.search(vectors, k=20, exact=True) for hit in row}
+    assert found == {f"v{i}" for i in range(20)} - {"v3", "v7"}
+    with pytest.raises(KeyError, match="v3"):
+        index.remove(["v3", "v4"])
+    assert len(index) == 18
+    new_key = index.add_vectors(vectors[3:4], paths=["v3"])[0]
+    assert new_key not in keys and index.search(vectors[3], k=1)[0].path == "v3"
+
+
+def test_f16_hnsw_recall_against_exact_search():
+    rng = np.random.default_rng(4)
+    centres = unit_rows(rng.normal(size=(40, 64)))
+    vectors = unit_rows(centres[rng.integers(0, 40, 3000)] + rng.normal(0, 0.08, (3000, 64)))
+    index = ImageIndex(64, "m", dtype="f16")
+    index.add_vectors(vectors)
+    queries = unit_rows(centres[rng.integers(0, 40, 200)] + rng.normal(0, 0.08, (200, 64)))
+    assert index.recall_at_k(queries, k=10) >= 0.95
+    assert index.recall_at_k(k=10, sample=200) >= 0.95
+
+
+# -- duplicates ----------------------------------------------------------------------------------
+
+
+def test_exact_and_near_duplicates(tmp_path, encoder):
+    root = tmp_path / "dupes"
+    make_image(root / "red.png", RED)
+    (root / "copies").mkdir()
+    shutil.copy(root / "red.png", root / "copies" / "red-copy.png")
+    make_image(root / "red-noisy.png", (220, 30, 25), noise=6.0)
+    make_image(root / "blue.png", BLUE)
+    make_image(root / "green.png", GREEN)
+    index = built(root, encoder)
+
+    assert index.exact_duplicates() == [["copies/red-copy.png", "red.png"]]
+    pairs = index.near_duplicates(threshold=0.95)
+    names = {(a, b) for a, b, _ in pairs}
+    assert names == {("copies/red-copy.png", "red.png"), ("red-noisy.png", "red.png"),
+                     ("copies/red-copy.png", "red-noisy.png")}
+    assert all(score >= 0.95 for _, _, score in pairs)
+    assert [score for _, _, score in pairs] == sorted((score for _, _, score in pairs), reverse=True)
+    assert pairs[0][:2] == ("copies/red-copy.png", "red.png")
+
+
+# -- saving, loading, views ----------------------------------------------------------------------
+
+
+def test_save_and_load_keep_vectors_metadata_and_settings(photos, encoder, tmp_path):
+    index = ImageIndex(encoder.dim, encoder.name, dtype="i8", connectivity=8, expansion_add=40, expansion_search=24)
+    index.update_folder(photos, encoder)
+    index.save(tmp_path / "photos.index")
+    loaded = ImageIndex.load(tmp_path / "photos.index")
+
+    assert (loaded.model, loaded.dim, loaded.dtype) == (encoder.name, encoder.dim, "i8")
+    assert (loaded.connectivity, loaded.expansion_add, loaded.expansion_search) == (8, 40, 24)
+    assert loaded.records == index.records and loaded.root == photos.resolve()
+    assert np.array_equal(loaded.vectors(), index.vectors())
+    report = loaded.update_folder(photos, encoder)
+    assert len(report.unchanged) == 3 and encoder.images_embedded == 3
+    new_keys = loaded.add_vectors(np.ones((1, encoder.dim)))
+    assert min(new_keys) > max(r.key for r in index.records)
+
+
+def _snapshot(index: ImageIndex) -> tuple:
+    return sorted(index.paths), index.vectors(sorted(index.paths)).round(3).tolist()
+
+
+@pytest.mark.parametrize("failing_step", ["vectors file", "fsync", "manifest rename"])
+def test_an_interrupted_save_leaves_the_previous_index_intact(photos, encoder, tmp_path, monkeypatch, failing_step):
+    path = tmp_path / "photos.index"
+    index = built(photos, encoder)
+    index.save(path)
+    before = _snapshot(ImageIndex.load(path))
+    files_before = sorted(p.name for p in path.iterdir())
+
+    make_image(photos / "yellow.png", YELLOW)
+    index.update_folder(photos, encoder)
+    index.remove(["red.png"])
+
+    def boom(*args, **kwargs):
+        raise OSError(f"disk full during {failing_step}")
+
+    if failing_step == "vectors file":
+        monkeypatch.setattr(index._index, "save", boom)
+    elif failing_step == "fsync":
+        monkeypatch.setattr(index_module, "_fsync", boom)
+    else:
+        real_replace = os.replace
+
+        def replace(src, dst):
+            if Path(dst).name == index_module.MANIFEST:
+                boom()
+            real_replace(src, dst)
+
+        monkeypatch.setattr(index_module.os, "replace", replace)
+
+    with pytest.raises(OSError, match="disk full"):
+        index.save(path)
+    monkeypatch.undo()
+
+    assert sorted(p.name for p in path.iterdir()) == files_before
+    reloaded = ImageIndex.load(path)
+    assert _snapshot(reloaded) == before
+    assert "yellow.png" not in reloaded and "red.png" in reloaded
+
+    index.save(path)
+    assert sorted(ImageIndex.load(path).paths) == ["green.jpg", "nested/blue.png", "yellow.png"]
+
+
+def test_leftovers_of_a_killed_save_are_ignored_then_cleaned(photos, encoder, tmp_path):
+    path = tmp_path / "photos.index"
+    index = built(photos, encoder)
+    index.save(path)
+    (path / "vectors-0123abcd.usearch").write_bytes(b"half written")
+    (path / "vectors-4567.usearch.tmp").write_bytes(b"half written")
+    (path / f".{index_module.MANIFEST}.xyz.tmp").write_text("{")
+    assert sorted(ImageIndex.load(path).paths) == sorted(index.paths)
+    index.save(path)
+    assert len(list(path.iterdir())) == 2
+
+
+def test_save_refuses_to_overwrite_something_that_is_not_an_index(tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep me")
+    index = ImageIndex(4, "m")
+    with pytest.raises(FileExistsError, match="not an image index"):
+        index.save(tmp_path / "notes")
+    (tmp_path / "file.index").write_text("x")
+    with pytest.raises(FileExistsError):
+        index.save(tmp_path / "file.index")
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "keep me"
+    with pytest.raises(FileNotFoundError):
+        ImageIndex.load(tmp_path / "notes")
+
+
+def test_view_searches_like_a_loaded_index_and_refuses_changes(photos, encoder, tmp_path):
+    path = tmp_path / "photos.index"
+    built(photos, encoder).save(path)
+    loaded, view = ImageIndex.load(path), ImageIndex.load(path, view=True)
+    assert view.read_only and not loaded.read_only
+    query = encoder.encode_images([Image.new("RGB", (32, 32), GREEN)])[0]
+    assert view.search(query, k=3) == loaded.search(query, k=3)
+
+    with pytest.raises(ReadOnlyIndexError, match="view=True"):
+        view.add_vectors(np.ones((1, encoder.dim)))
+    with pytest.raises(ReadOnlyIndexError):
+        view.add([photos / "red.png"], np.ones((1, encoder.dim)))
+    with pytest.raises(ReadOnlyIndexError):
+        view.remove(["red.png"])
+    with pytest.raises(ReadOnlyIndexError):
+        view.update_folder(photos, encoder)
+    assert len(view) == 3 and view.search(query, k=3) == loaded.search(query, k=3)

@@ -1,0 +1,257 @@
+"""The ``vslib`` command line: index a folder of images, then search it by text or image.
+
+::
+
+    vslib index ~/Pictures --model tiny-siglip2 --out pictures.index
+    vslib search pictures.index --text "a dog on a beach" -k 5
+    vslib search pictures.index --query "+2 dog, -leash" --json
+
+Introduced in chapter 5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vslib import __version__
+
+if TYPE_CHECKING:
+    from vslib.encoders import Encoder
+
+
+class CommandError(Exception):
+    """A failure reported as one line on stderr, without a traceback. Introduced in chapter 5."""
+
+
+def load_encoder(name: str, device: str | None = None) -> Encoder:
+    """Load an encoder by name (:func:`vslib.encoders.load_encoder`), importing torch only now.
+
+    Introduced in chapter 5.
+    """
+    from vslib.encoders import load_encoder as load
+
+    return load(name, device=device)
+
+
+def _encoder(name: str, device: str | None) -> Encoder:
+    from vslib.registry import ModelNotAvailableError
+
+    try:
+        return load_encoder(name, device=device)
+    except KeyError as error:
+        # str(KeyError) adds quotes around the message.
+        raise CommandError(str(error.args[0]) if error.args else f"unknown model {name!r}") from None
+    except (ValueError, FileNotFoundError, ModelNotAvailableError) as error:
+        raise CommandError(str(error)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+# -- vslib index ---------------------------------------------------------------------------------
+
+
+def _add_index_command(commands: Any) -> None:
+    parser = commands.add_parser(
+        "index",
+        help="index a folder of images (or update an existing index)",
+        description=(
+            "Embed every image under DIR and save a searchable index. If INDEX already exists it is "
+            "updated: new and changed files are encoded, deleted files removed, unchanged files kept. "
+            "Unreadable files are skipped and listed with the reason."
+        ),
+    )
+    parser.add_argument("dir", metavar="DIR", help="folder of images, searched recursively")
+    parser.add_argument(
+        "--model",
+        help="encoder name, e.g. tiny-siglip2 (required for a new index; an existing index keeps its own model)",
+    )
+    parser.add_argument("--out", required=True, metavar="INDEX", help="index folder to create or update")
+    parser.add_argument(
+        "--dtype", choices=["f32", "f16", "i8"], help="vector storage of a new index (default: f16)"
+    )
+    parser.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
+                        help="images per forward pass (default: 32)")
+    parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    parser.set_defaults(run=_run_index)
+
+
+def _run_index(args: argparse.Namespace) -> int:
+    from vslib.index import ImageIndex
+
+    root = Path(args.dir)
+    if not root.is_dir():
+        raise CommandError(f"{root} is not a folder")
+    out = Path(args.out)
+    index = None
+    if ImageIndex.exists(out):
+        try:
+            index = ImageIndex.load(out)
+        except (OSError, ValueError) as error:
+            raise CommandError(f"cannot open {out}: {error}") from None
+        if args.model is not None and args.model != index.model:
+            raise CommandError(
+                f"{out} was built with model {index.model!r}, not {args.model!r}; "
+                "leave out --model to update it, or write a new index with --out"
+            )
+        if args.dtype is not None and args.dtype != index.dtype:
+            raise CommandError(f"{out} stores {index.dtype} vectors, not {args.dtype}; write a new index with --out")
+        model = index.model
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CommandError(f"{out} exists and is not an image index")
+    elif args.model is None:
+        raise CommandError("--model is required to create a new index")
+    else:
+        model = args.model
+
+    encoder = _encoder(model, args.device)
+    if index is None:
+        index = ImageIndex(encoder.dim, encoder.name, dtype=args.dtype or "f16")
+    try:
+        report = index.update_folder(root, encoder, batch_size=args.batch_size,
+                                     progress=False if args.no_progress else None)
+        index.save(out)
+    except (OSError, ValueError) as error:
+        raise CommandError(str(error)) from None
+    for path, reason in report.skipped:
+        print(f"skipped {root / path}: {reason}")
+    print(report.summary())
+    print(f"{len(index)} images in {out} ({index.model}, {index.dtype})")
+    return 0
+
+
+# -- vslib search --------------------------------------------------------------------------------
+
+
+def _add_search_command(commands: Any) -> None:
+    parser = commands.add_parser(
+        "search",
+        help="search an index by text, image or a weighted query",
+        description="Search an index with the model it was built with; prints the best matches.",
+    )
+    parser.add_argument("index", metavar="INDEX", help="index folder written by 'vslib index'")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--text", help='a text query, e.g. "a dog on a beach" (multimodal models only)')
+    what.add_argument("--image", metavar="PATH", help="an image file to find similar images to")
+    what.add_argument(
+        "--query",
+        help='weighted terms separated by commas, e.g. "+2 dog, -leash, img:cat.jpg" (see vslib.query)',
+    )
+    parser.add_argument("-k", type=_positive_int, default=10, metavar="N", help="number of results (default: 10)")
+    parser.add_argument("--json", action="store_true", help="print results as a JSON list of objects")
+    parser.add_argument("--exact", action="store_true",
+                        help="compare with every image instead of the HNSW graph (slower, exact)")
+    parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    parser.set_defaults(run=_run_search)
+
+
+def _run_search(args: argparse.Namespace) -> int:
+    from vslib.encoders import TextNotSupportedError
+    from vslib.images import ImageLoadError
+    from vslib.index import ImageIndex
+    from vslib.query import QueryTerm, parse_query, search
+
+    try:
+        index = ImageIndex.load(args.index, view=True)
+    except (OSError, ValueError) as error:
+        raise CommandError(str(error)) from None
+    try:
+        if args.text is not None:
+            terms = [QueryTerm(1.0, text=args.text)]
+        elif args.image is not None:
+            if not Path(args.image).is_file():
+                raise CommandError(f"{args.image} is not a file")
+            terms = [QueryTerm(1.0, image=Path(args.image))]
+        else:
+            terms = parse_query(args.query)
+        encoder = _encoder(index.model, args.device)
+        hits = search(index, encoder, terms, k=args.k, exact=args.exact)
+    except (ValueError, FileNotFoundError, ImageLoadError, TextNotSupportedError) as error:
+        raise CommandError(str(error)) from None
+
+    rows = [
+        {"rank": rank, "score": round(hit.score, 6), "path": str(index.resolve(hit.path)), "key": hit.key}
+        for rank, hit in enumerate(hits, start=1)
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print("no results: the index is empty")
+    else:
+        print(f"{'rank':>4}  {'score':>7}  path")
+        for row in rows:
+            print(f"{row['rank']:>4}  {row['score']:>7.4f}  {row['path']}")
+    return 0
+
+
+# -- entry point ---------------------------------------------------------------------------------
+
+_COMMANDS: tuple[Callable[[Any], None], ...] = (_add_index_command, _add_search_command)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``vslib`` argument parser with all its subcommands. Introduced in chapter 5."""
+    parser = argparse.ArgumentParser(
+        prog="vslib",
+        description="Multimodal visual search: index a folder of images, then search it by text or image.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                        help="show the vslib version and exit")
+    commands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", required=True)
+    for add_command in _COMMANDS:
+        add_command(commands)
+    return parser
+
+
+_FREE_TEXT_OPTIONS = ("--query", "--text")
+
+
+def _attach_free_text(argv: Sequence[str]) -> list[str]:
+    """Turn ``--query -leash`` into ``--query=-leash``.
+
+    argparse takes a value that starts with ``-`` for an option, but a query that starts
+    with a negative term is normal. A value starting with ``--`` is still an option.
+    """
+    argv = list(argv)
+    joined: list[str] = []
+    i = 0
+    while i < len(argv):
+        value = argv[i + 1] if i + 1 < len(argv) else ""
+        if argv[i] in _FREE_TEXT_OPTIONS and value.startswith("-") and not value.startswith("--"):
+            joined.append(f"{argv[i]}={value}")
+            i += 2
+        else:
+            joined.append(argv[i])
+            i += 1
+    return joined
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``vslib`` command line; returns the exit status (0 on success).
+
+    Introduced in chapter 5.
+    """
+    parser = build_parser()
+    args = parser.parse_args(_attach_free_text(sys.argv[1:] if argv is None else argv))
+    try:
+        return args.run(args)
+    except CommandError as error:
+        print(f"vslib {args.command}: error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
