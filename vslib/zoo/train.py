@@ -20,7 +20,19 @@ import torch
 from vslib.zoo import BUNDLED, checkpoint_path, common, model_cards
 
 
-def _train(name: str, out: Path, steps: int | None, quick: bool, run_eval: bool) -> dict:
+def _override(recipe, assignments: list[str]) -> None:
+    """Apply ``key=value`` overrides to a recipe dataclass, parsing values as its field types."""
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        if not sep or not hasattr(recipe, key):
+            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with a field of {type(recipe).__name__}")
+        current = getattr(recipe, key)
+        parsed = tuple(float(v) for v in value.split(",")) if isinstance(current, tuple) else type(current)(value)
+        setattr(recipe, key, parsed)
+
+
+def _train(name: str, out: Path, steps: int | None, quick: bool, run_eval: bool,
+           overrides: list[str] | None = None) -> dict:
     if name == "tiny-dinov3":
         from vslib.zoo import dinov3 as trainer
 
@@ -35,6 +47,7 @@ def _train(name: str, out: Path, steps: int | None, quick: bool, run_eval: bool)
         recipe = trainer.DinoTxtRecipe()
     else:
         raise SystemExit(f"unknown model {name!r}; choose one of {', '.join(BUNDLED)}")
+    _override(recipe, overrides or [])
     if steps is not None:
         recipe.steps = steps
     if quick:
@@ -50,13 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="override the number of training steps")
     parser.add_argument("--quick", action="store_true", help="small training pool, for smoke tests")
     parser.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a recipe field, e.g. --set lr=2.5e-4 (repeatable)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     out = args.out or checkpoint_path(args.name)
     start = time.perf_counter()
-    report = _train(args.name, out, args.steps, args.quick, not args.no_eval)
+    report = _train(args.name, out, args.steps, args.quick, not args.no_eval, args.set)
     report.update(
         name=args.name,
         wall_seconds=round(time.perf_counter() - start, 1),
