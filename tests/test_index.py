@@ -401,3 +401,14 @@ def test_view_searches_like_a_loaded_index_and_refuses_changes(photos, encoder, 
     with pytest.raises(ReadOnlyIndexError):
         view.update_folder(photos, encoder)
     assert len(view) == 3 and view.search(query, k=3) == loaded.search(query, k=3)
+
+
+def test_default_parameters_reach_recall_099_on_uniform_random_vectors():
+    # Uniform random unit vectors are the hardest case for HNSW (no cluster structure).
+    rng = np.random.default_rng(0)
+    vectors = unit_rows(rng.normal(size=(10_000, 128)))
+    queries = unit_rows(rng.normal(size=(200, 128)))
+    index = ImageIndex(128, "m")
+    assert index.dtype == "f16"
+    index.add_vectors(vectors)
+    assert index.recall_at_k(queries, k=10) >= 0.99

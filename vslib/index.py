@@ -127,6 +127,11 @@ def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+#: HNSW settings chosen for recall@10 >= 0.99 at this library's scales (see ``ImageIndex``).
+DEFAULT_CONNECTIVITY = 32
+DEFAULT_EXPANSION_ADD = 128
+DEFAULT_EXPANSION_SEARCH = 512
+
 class ImageIndex:
     """Image embeddings in a USearch HNSW index, with a metadata record per image.
 
@@ -135,9 +140,14 @@ class ImageIndex:
         model: Name of the model whose embeddings the index holds; other models are refused.
         dtype: Vector storage: ``"f32"``, ``"f16"`` (the default, half the memory of f32) or
             ``"i8"`` (a quarter of it, with coarser scores).
-        connectivity: HNSW edges per node (``M``); ``None`` keeps USearch's default.
-        expansion_add: Candidate list size while inserting (``efConstruction``).
-        expansion_search: Candidate list size while searching (``ef``); can be changed later.
+        connectivity: HNSW edges per node (``M``), default 32.
+        expansion_add: Candidate list size while inserting (``efConstruction``), default 128.
+        expansion_search: Candidate list size while searching (``ef``), default 512; can be
+            changed later.
+
+    The defaults trade build time for recall: USearch's own (16, 128, 64) reach a
+    recall@10 of only about 0.5 to 0.8 on 10k uniformly random 64- to 256-d unit vectors,
+    these about 0.997 (the hardest case; clustered embeddings are easier).
 
     Keys are integers handed out in increasing order and never reused, so a re-encoded
     image gets a new key. ``len(index)`` is the number of images. Introduced in chapter 5.
@@ -148,9 +158,9 @@ class ImageIndex:
         dim: int,
         model: str,
         dtype: str = "f16",
-        connectivity: int | None = None,
-        expansion_add: int | None = None,
-        expansion_search: int | None = None,
+        connectivity: int | None = DEFAULT_CONNECTIVITY,
+        expansion_add: int | None = DEFAULT_EXPANSION_ADD,
+        expansion_search: int | None = DEFAULT_EXPANSION_SEARCH,
     ) -> None:
         if int(dim) <= 0:
             raise ValueError(f"dim must be positive, got {dim}")
