@@ -17,8 +17,10 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 #: File name endings treated as images when walking a folder (lower case).
 IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".jfif"}
+    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".jfif", ".avif"}
 )
+#: Image formats PIL cannot decode here: reported as skipped when walking a folder.
+UNSUPPORTED_SUFFIXES = frozenset({".heic", ".heif", ".svg", ".psd", ".cr2", ".cr3", ".nef", ".arw", ".dng", ".raf"})
 #: Images with more pixels than this are refused (a decompression-bomb guard): 64 MP by default.
 MAX_PIXELS = 64_000_000
 
@@ -124,7 +126,7 @@ class FolderScan:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def iter_image_files(root: str | Path) -> Iterator[Path]:
+def iter_image_files(root: str | Path, suffixes: frozenset[str] = IMAGE_SUFFIXES) -> Iterator[Path]:
     """Yield image files under ``root`` (recursive, sorted, no symlinked directories).
 
     Symlinked directories are not followed, so link loops cannot trap the walk;
@@ -136,15 +138,15 @@ def iter_image_files(root: str | Path) -> Iterator[Path]:
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
-            if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+            if Path(name).suffix.lower() in suffixes:
                 yield Path(dirpath) / name
 
 
 def scan_folder(root: str | Path) -> FolderScan:
     """List the image files of a folder; a missing folder raises, odd files are reported.
 
-    Files with an image suffix that are empty or unreadable are put in ``skipped``
-    with a reason (decoding problems surface later, when the image is loaded).
+    Files with an image suffix that are empty or unreadable, and image formats this
+    library cannot decode (HEIC, SVG, camera raw), are put in ``skipped`` with a reason (decoding problems surface later, when the image is loaded).
 
     Raises:
         NotADirectoryError: If ``root`` is not a folder.
@@ -155,7 +157,10 @@ def scan_folder(root: str | Path) -> FolderScan:
     if not root.is_dir():
         raise NotADirectoryError(f"{root} is not a folder")
     scan = FolderScan()
-    for path in iter_image_files(root):
+    for path in iter_image_files(root, IMAGE_SUFFIXES | UNSUPPORTED_SUFFIXES):
+        if path.suffix.lower() in UNSUPPORTED_SUFFIXES:
+            scan.skipped.append((path, f"unsupported format ({path.suffix.lower()}): convert it to JPEG or PNG"))
+            continue
         try:
             size = path.stat().st_size
         except OSError as error:
