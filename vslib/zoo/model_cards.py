@@ -44,6 +44,23 @@ METRIC_NAMES = {
 }
 
 
+#: The project's targets for the bundled models (issue tracker), shown beside the measurements.
+TARGETS = {
+    "tiny-dinov3": {"knn20_top1": 0.85},
+    "tiny-siglip2": {"zero_shot_top1_80_templates": 0.95, "color_class_recall_at_5": 0.80},
+    "tiny-dinotxt": {"zero_shot_top1_80_templates": 0.90},
+}
+
+
+def _metric_rows(name: str, values: dict) -> list[str]:
+    rows = ["| metric | value | target |", "|---|---|---|"]
+    for key, value in values.items():
+        target = TARGETS.get(name, {}).get(key)
+        verdict = "" if target is None else f">= {target:.2f} ({'met' if value >= target else 'not met'})"
+        rows.append(f"| {METRIC_NAMES.get(key, key)} | {_fmt(value)} | {verdict} |")
+    return rows
+
+
 def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.3f}" if value <= 1 else f"{value:.1f}"
@@ -77,20 +94,17 @@ def write_card(name: str, out: Path, report: dict, benchmark: dict | None = None
         "",
         "Measured at the end of training:",
         "",
-        "| metric | value |",
-        "|---|---|",
     ]
-    lines += [f"| {METRIC_NAMES.get(k, k)} | {_fmt(v)} |" for k, v in metrics.items()]
+    lines += _metric_rows(name, metrics)
     if benchmark:
-        lines += ["", "Measured through `vslib.load_encoder` by `benchmarks/zoo_eval.py`:", "",
-                  "| metric | value |", "|---|---|"]
-        lines += [f"| {METRIC_NAMES.get(k, k)} | {_fmt(v)} |" for k, v in benchmark.items()]
+        lines += ["", "Measured through `vslib.load_encoder` by `benchmarks/zoo_eval.py`:", ""]
+        lines += _metric_rows(name, benchmark)
     lines += [
         "",
         "## Reproduce",
         "",
         "```bash",
-        f"python -m vslib.zoo.train {name}",
+        report.get("command", f"python -m vslib.zoo.train {name}"),
         "```",
         "",
         "The recipe (all hyper-parameters) is in `training.json` beside this file.",
