@@ -42,15 +42,6 @@ CORPUS = [
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and threads spin badly on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def merges() -> list[tuple[str, str]]:
     return train_bpe_merges(CORPUS * 3, 60)

@@ -18,14 +18,6 @@ from vslib import encoders, registry
 from vslib.images import ImageLoadError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _snapshot(cache: Path, repo_id: str) -> Path:
     """Create the cache layout ``models--org--name/{refs/main, snapshots/<rev>/}`` and return the snapshot."""
     revision = "0" * 40

@@ -9,14 +9,6 @@ from torch import nn
 from vslib import precision
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_dinov3_is_never_fp16_by_default():
     for device in ("cpu", "mps", "cuda"):
         if device == "cuda" and not torch.cuda.is_available():

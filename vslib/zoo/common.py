@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -63,6 +64,30 @@ class Logger:
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
+
+
+def sample_captioned_batch(captions: list[list[str]], batch_size: int,
+                           generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+    """Random scene indices and one random caption of each (for the image-text trainers)."""
+    idx = torch.randint(len(captions), (batch_size,), generator=generator)
+    picks = torch.randint(1 << 30, (batch_size,), generator=generator).tolist()
+    return idx, [captions[i][p % len(captions[i])] for i, p in zip(idx.tolist(), picks)]
+
+
+def training_report(recipe, log: Logger, train_seconds: float, parameters: int, metrics: dict,
+                    **extra) -> dict:
+    """The ``training.json`` content shared by all trainers."""
+    history = log.history
+    return {
+        "recipe": asdict(recipe),
+        "train_seconds": round(train_seconds, 1),
+        "loss_first": history[0][1],
+        "loss_last": sum(v for _, v in history[-20:]) / min(20, len(history)),
+        "loss_history": [round(v, 5) for _, v in history],
+        "parameters": parameters,
+        "metrics": metrics,
+        **extra,
+    }
 
 
 def sha256_file(path: Path) -> str:

@@ -9,7 +9,7 @@ uses no image augmentation, its output tokens are computed once for the training
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -149,9 +149,7 @@ def train(out_dir: Path, recipe: DinoTxtRecipe | None = None, *, log_every: int 
     model.train()
     for step in range(r.steps):
         common.set_lr(opt, common.cosine_schedule(step, r.steps, r.lr, r.min_lr, r.warmup))
-        idx = torch.randint(len(pool), (r.batch_size,), generator=g)
-        picks = torch.randint(1 << 30, (r.batch_size,), generator=g).tolist()
-        texts = [pool.captions[i][p % len(pool.captions[i])] for i, p in zip(idx.tolist(), picks)]
+        idx, texts = common.sample_captioned_batch(pool.captions, r.batch_size, g)
         loss = train_step(model, opt, tokens[idx], texts)
         log.log(step, loss, lr=opt.param_groups[0]["lr"], scale=model.logit_scale.exp().item())
         if r.eval_every and (step + 1) % r.eval_every == 0 and step + 1 < r.steps:
@@ -163,13 +161,6 @@ def train(out_dir: Path, recipe: DinoTxtRecipe | None = None, *, log_every: int 
     out_dir = Path(out_dir)
     backbone_ref = os.path.relpath(backbone_dir.resolve(), out_dir.resolve())
     dinotxt.save_dinotxt(model, out_dir, backbone_ref=backbone_ref)
-    return {
-        "recipe": asdict(r),
-        "train_seconds": round(train_seconds, 1),
-        "loss_first": log.history[0][1],
-        "loss_last": sum(v for _, v in log.history[-20:]) / min(20, len(log.history)),
-        "loss_history": [round(v, 5) for _, v in log.history],
-        "parameters": sum(p.numel() for p in trainable),
-        "backbone_sha256": dinotxt.backbone_sha256(model.backbone),
-        "metrics": evaluate(model) if run_eval else {},
-    }
+    metrics = evaluate(model) if run_eval else {}
+    return common.training_report(r, log, train_seconds, sum(p.numel() for p in trainable), metrics,
+                                  backbone_sha256=dinotxt.backbone_sha256(model.backbone))

@@ -8,7 +8,7 @@ exponential-moving-average teacher across multi-crop views of the same scene
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -211,12 +211,5 @@ def train(out_dir: Path, recipe: DinoRecipe | None = None, *, log_every: int = 5
     backbone.save_pretrained(out_dir)
     DINOv3ViTImageProcessor(size={"height": r.image_size, "width": r.image_size}).save_pretrained(out_dir)
     metrics = evaluate(backbone, r.image_size) if run_eval else {}
-    return {
-        "recipe": asdict(r),
-        "train_seconds": round(train_seconds, 1),
-        "loss_first": log.history[0][1],
-        "loss_last": sum(v for _, v in log.history[-20:]) / min(20, len(log.history)),
-        "loss_history": [round(v, 5) for _, v in log.history],
-        "parameters": sum(p.numel() for p in backbone.parameters()),
-        "metrics": metrics,
-    }
+    return common.training_report(r, log, train_seconds, sum(p.numel() for p in backbone.parameters()),
+                                  metrics)

@@ -11,7 +11,7 @@ the same string are positives, not negatives.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -224,9 +224,7 @@ def train(out_dir: Path, recipe: SiglipRecipe | None = None, *, log_every: int =
     model.train()
     for step in range(r.steps):
         common.set_lr(opt, common.cosine_schedule(step, r.steps, r.lr, r.min_lr, r.warmup))
-        idx = torch.randint(len(pool), (r.batch_size,), generator=g)
-        picks = torch.randint(1 << 30, (r.batch_size,), generator=g).tolist()
-        texts = [pool.captions[i][p % len(pool.captions[i])] for i, p in zip(idx.tolist(), picks)]
+        idx, texts = common.sample_captioned_batch(pool.captions, r.batch_size, g)
         x = augment.random_resized_crop(augment.to_float(pool.images[idx]), r.image_size, r.crop_scale,
                                         ratio=(0.9, 1.1), generator=g)
         x = augment.normalize(x, SIGLIP_MEAN, SIGLIP_STD)
@@ -242,12 +240,5 @@ def train(out_dir: Path, recipe: SiglipRecipe | None = None, *, log_every: int =
     tokenizer.save_pretrained(out_dir)
     SiglipImageProcessor(size={"height": r.image_size, "width": r.image_size},
                          image_mean=list(SIGLIP_MEAN), image_std=list(SIGLIP_STD)).save_pretrained(out_dir)
-    return {
-        "recipe": asdict(r),
-        "train_seconds": round(train_seconds, 1),
-        "loss_first": log.history[0][1],
-        "loss_last": sum(v for _, v in log.history[-20:]) / min(20, len(log.history)),
-        "loss_history": [round(v, 5) for _, v in log.history],
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "metrics": evaluate(model, tokenizer, r.image_size, r.max_length) if run_eval else {},
-    }
+    metrics = evaluate(model, tokenizer, r.image_size, r.max_length) if run_eval else {}
+    return common.training_report(r, log, train_seconds, sum(p.numel() for p in model.parameters()), metrics)
