@@ -55,6 +55,19 @@ def _train(name: str, out: Path, steps: int | None, quick: bool, run_eval: bool,
     return trainer.train(out, recipe, run_eval=run_eval)
 
 
+def _without_out(args: list[str]) -> list[str]:
+    """The command line minus ``--out DIR`` (where a run writes does not change what it trains)."""
+    kept, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == "--out":
+            skip = True
+        elif not a.startswith("--out="):
+            kept.append(a)
+    return kept
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vslib.zoo.train", description=__doc__.splitlines()[0])
     parser.add_argument("name", choices=BUNDLED, help="which bundled model to train")
@@ -78,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         size_bytes=common.dir_size_bytes(out),
         machine=f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads",
-        command=" ".join(["python -m vslib.zoo.train", *(argv if argv is not None else sys.argv[1:])]),
+        command=" ".join(["python -m vslib.zoo.train", *_without_out(argv if argv is not None else sys.argv[1:])]),
     )
     common.write_json(Path(out) / "training.json", report)
     model_cards.write_card(args.name, Path(out), report)
