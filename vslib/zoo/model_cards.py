@@ -27,7 +27,7 @@ DESCRIPTIONS = {
     "tiny-dinotxt": {
         "architecture": "the dino.txt recipe in miniature: frozen `tiny-dinov3` backbone (bit-identical "
         "weights, checked by sha256), a {head_blocks}-block vision head, a causal text transformer "
-        "({text_layers} layers, width {text_width}) with a CLIP BPE tokenizer (context 77).",
+        "({text_layers} layers, width {text_width}) with a CLIP BPE tokenizer (context {text_context}).",
         "objective": "CLIP symmetric cross-entropy with a learned temperature; only the head, the "
         "text tower and the temperature train.",
         "embedding": "image: concat(head CLS output, mean of head patch outputs); text: end-of-text "
