@@ -163,4 +163,5 @@ def train(out_dir: Path, recipe: DinoTxtRecipe | None = None, *, log_every: int 
     dinotxt.save_dinotxt(model, out_dir, backbone_ref=backbone_ref)
     metrics = evaluate(model) if run_eval else {}
     return common.training_report(r, log, train_seconds, sum(p.numel() for p in trainable), metrics,
-                                  backbone_sha256=dinotxt.backbone_sha256(model.backbone))
+                                  backbone_sha256=dinotxt.backbone_sha256(model.backbone),
+                                  frozen_parameters=sum(p.numel() for p in model.backbone.parameters()))

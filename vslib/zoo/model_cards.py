@@ -41,6 +41,12 @@ METRIC_NAMES = {
     "zero_shot_top5_80_templates": "zero-shot top-5, 80-template ensemble",
     "zero_shot_top1_single_template": "zero-shot top-1, single template \"a photo of a {}.\"",
     "color_class_recall_at_5": "text-to-image recall@5, \"a {colour} {class}\" queries",
+    "dominant_object_caption_cosine_full_scene": "cosine of \"a {colour} {class}\" for the dominant object, full scene",
+    "small_object_caption_cosine_full_scene": "cosine of \"a {colour} {class}\" for a small object, full scene",
+    "small_object_caption_cosine_crop": "cosine of the same small-object caption, crop around the object",
+    "small_object_crop_beats_full_scene": "fraction of scenes where the crop scores higher than the full scene",
+    "load_seconds": "load time through vslib.load_encoder (s, median of 3)",
+    "size_mb": "size on disk (MB)",
 }
 
 
@@ -54,11 +60,20 @@ TARGETS = {
 
 def _metric_rows(name: str, values: dict) -> list[str]:
     rows = ["| metric | value | target |", "|---|---|---|"]
-    for key, value in values.items():
+    order = list(METRIC_NAMES)
+    for key, value in sorted(values.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0])):
         target = TARGETS.get(name, {}).get(key)
         verdict = "" if target is None else f">= {target:.2f} ({'met' if value >= target else 'not met'})"
         rows.append(f"| {METRIC_NAMES.get(key, key)} | {_fmt(value)} | {verdict} |")
     return rows
+
+
+def _parameters(report: dict) -> str:
+    frozen = report.get("frozen_parameters")
+    if not frozen:
+        return f"{report['parameters']:,}"
+    return (f"{report['parameters']:,} trained, plus {frozen:,} in the frozen backbone "
+            f"({report['parameters'] + frozen:,} in all)")
 
 
 def _fmt(value) -> str:
@@ -81,7 +96,7 @@ def write_card(name: str, out: Path, report: dict, benchmark: dict | None = None
         "| | |",
         "|---|---|",
         f"| Architecture | {d['architecture']} |",
-        f"| Parameters | {report['parameters']:,} |",
+        f"| Parameters | {_parameters(report)} |",
         f"| Size on disk | {report.get('size_bytes', 0) / 1e6:.2f} MB |",
         f"| Training data | {report['recipe'].get('train_scenes', 'n/a'):,} synthetic train-split scenes "
         f"(`vslib.synth`, seeds disjoint from val/test) |",
