@@ -14,6 +14,7 @@ from vslib.calibration import (
     fit_calibration,
     random_unit_cosines,
     reliability,
+    score_percentile,
     sigmoid_confidence,
     softmax_over_candidates,
 )
@@ -155,3 +156,13 @@ def test_random_unit_cosines_spread_like_one_over_sqrt_dim(dim):
 def test_random_unit_cosines_are_reproducible_from_the_seed():
     np.testing.assert_array_equal(random_unit_cosines(64, 100, seed=5), random_unit_cosines(64, 100, seed=5))
     assert not np.array_equal(random_unit_cosines(64, 100, seed=5), random_unit_cosines(64, 100, seed=6))
+
+
+def test_score_percentile_ranks_among_reference_scores_with_ties_counting_half():
+    reference = [0.3, 0.0, 0.1, 0.2]
+    pct = score_percentile([-1.0, 0.15, 0.1, 5.0], reference)
+    np.testing.assert_allclose(pct, [0.0, 50.0, 37.5, 100.0])
+    assert score_percentile(np.zeros((2, 3)), [0.0]).shape == (2, 3)
+    assert score_percentile(0.0, [0.0, 0.0]) == pytest.approx(50.0)
+    with pytest.raises(ValueError, match="no reference"):
+        score_percentile([0.1], [])

@@ -8,7 +8,17 @@ import torch
 from PIL import Image
 
 from vslib.encoders import Encoder
-from vslib.probes import Tile, best_tile, crop, patch_similarity_map, tile_scores, tiles, upsample_map
+from vslib.probes import (
+    Tile,
+    best_tile,
+    box_coverage,
+    cell_boxes,
+    crop,
+    patch_similarity_map,
+    tile_scores,
+    tiles,
+    upsample_map,
+)
 from vslib.synth import COLORS, scene_with_small_object
 
 COLOR_NAMES = list(COLORS)
@@ -196,3 +206,28 @@ def test_upsample_map_resizes_to_the_image_and_keeps_blocks_with_nearest():
     assert grid.min() - 1e-5 <= smooth.min() and smooth.max() <= grid.max() + 1e-5
     # Bilinear output varies smoothly along a row: no jump larger than the grid steps.
     assert np.abs(np.diff(smooth, axis=1)).max() < 1.0
+
+
+def test_box_coverage_is_the_share_of_the_box_inside_the_region():
+    assert box_coverage((10, 10, 20, 20), (0, 0, 64, 64)) == 1.0
+    assert box_coverage((10, 10, 20, 20), (15, 0, 64, 64)) == pytest.approx(0.5)
+    assert box_coverage((10, 10, 20, 20), (15, 15, 64, 64)) == pytest.approx(0.25)
+    assert box_coverage((10, 10, 20, 20), (30, 30, 64, 64)) == 0.0
+    # A tile of the small object's scene holds it whole iff coverage is 1.
+    scene = _scenes()[0]
+    box = scene.small_objects[0].box
+    holding = [t for t in tiles(scene.image, (2, 2), 0.25) if box_coverage(box, t.box) == 1.0]
+    assert holding and all(t.box[0] <= box[0] and box[2] <= t.box[2] for t in holding)
+    with pytest.raises(ValueError, match="empty"):
+        box_coverage((5, 5, 5, 9), (0, 0, 10, 10))
+
+
+def test_cell_boxes_tile_the_image_row_major():
+    boxes = cell_boxes((2, 4), (100, 50))
+    assert len(boxes) == 8
+    assert boxes[0] == (0, 0, 25, 25) and boxes[3] == (75, 0, 100, 25) and boxes[4] == (0, 25, 25, 50)
+    covered = np.zeros((50, 100), dtype=int)
+    for x0, y0, x1, y1 in boxes:
+        covered[y0:y1, x0:x1] += 1
+    assert (covered == 1).all()
+    assert cell_boxes((8, 8), 128)[9] == (16, 16, 32, 32)

@@ -202,3 +202,32 @@ def test_top5_printout_lists_the_best_classes_and_marks_the_truth():
     # Row 3's true class f scores lowest: it is not listed, so an extra line names its rank.
     lines = top5_printout(SCORES, names, 3, labels=LABELS)
     assert len(lines) == 6 and "'f'" in lines[-1] and "ranks 6" in lines[-1]
+
+
+def test_template_embeddings_ensemble_equals_class_embeddings():
+    from vslib.zeroshot import ensemble_embeddings, template_embeddings
+
+    names = ["cat", "dog", "red circle"]
+    templates = ["a photo of a {}.", "{}", "a drawing of the {}."]
+    per = template_embeddings(HashTextEncoder(), names, templates)
+    assert per.shape == (3, 3, 16) and per.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(per, axis=-1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(per[1, 2], HashTextEncoder().encode_texts(["a drawing of the dog."])[0], atol=1e-5)
+    expected = class_embeddings(HashTextEncoder(), names, templates)
+    np.testing.assert_allclose(ensemble_embeddings(per), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="templates"):
+        ensemble_embeddings(per[0])
+
+
+def test_per_template_accuracy_scores_each_template_alone():
+    from vslib.zeroshot import per_template_accuracy
+
+    images = np.eye(3, dtype=np.float32)
+    labels = np.array([0, 1, 2])
+    # Template 0 matches each class to its own axis; template 1 swaps classes 0 and 1.
+    good = np.eye(3, dtype=np.float32)
+    swapped = good[[1, 0, 2]]
+    per = np.stack([good, swapped], axis=1)
+    acc = per_template_accuracy(images, per, labels)
+    np.testing.assert_allclose(acc, [1.0, 1 / 3])
+    np.testing.assert_allclose(per_template_accuracy(images, per, labels, k=2), [1.0, 1.0])

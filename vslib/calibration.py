@@ -24,6 +24,7 @@ __all__ = [
     "fit_calibration",
     "random_unit_cosines",
     "reliability",
+    "score_percentile",
     "sigmoid_confidence",
     "softmax_over_candidates",
 ]
@@ -284,3 +285,32 @@ def random_unit_cosines(dim: int, n: int = 2000, seed: int = 0) -> np.ndarray:
         b /= np.linalg.norm(b, axis=1, keepdims=True)
         out[start : start + m] = np.einsum("ij,ij->i", a, b)
     return out
+
+
+def score_percentile(scores: ArrayLike, reference: ArrayLike) -> np.ndarray:
+    """Percentile rank of each score within reference scores, e.g. those of non-matching pairs.
+
+    A score's meaning is its place among the scores of pairs that do not match: a cosine
+    above 99% of non-matching pairs is a strong match whatever its raw value. Ties count
+    half (the mid-rank convention), so a score equal to every reference score is at 50.
+    Introduced in chapter 4.
+
+    Args:
+        scores: Scores to rank, any shape.
+        reference: The reference scores, any shape (flattened); at least one.
+
+    Returns:
+        Percentiles in ``[0, 100]``, same shape as ``scores``, float64.
+
+    Raises:
+        ValueError: If ``reference`` is empty or holds NaN.
+    """
+    ref = np.sort(np.asarray(reference, dtype=np.float64).ravel())
+    if ref.size == 0:
+        raise ValueError("no reference scores given")
+    if np.isnan(ref).any():
+        raise ValueError("reference scores contain NaN")
+    s = np.asarray(scores, dtype=np.float64)
+    below = np.searchsorted(ref, s, side="left")
+    not_above = np.searchsorted(ref, s, side="right")
+    return 100.0 * (below + 0.5 * (not_above - below)) / ref.size

@@ -20,7 +20,17 @@ if TYPE_CHECKING:
     from vslib.encoders import Encoder
 
 
-__all__ = ["Tile", "best_tile", "crop", "patch_similarity_map", "tile_scores", "tiles", "upsample_map"]
+__all__ = [
+    "Tile",
+    "best_tile",
+    "box_coverage",
+    "cell_boxes",
+    "crop",
+    "patch_similarity_map",
+    "tile_scores",
+    "tiles",
+    "upsample_map",
+]
 
 Box = tuple[int, int, int, int]
 
@@ -251,3 +261,50 @@ def upsample_map(sim_map: ArrayLike, size: int | tuple[int, int], mode: str = "b
         raise ValueError(f"sim_map must be 2-D (rows, cols), got shape {grid.shape}")
     width, height = (size, size) if isinstance(size, (int, np.integer)) else size
     return np.asarray(Image.fromarray(grid).resize((int(width), int(height)), resample), dtype=np.float32)
+
+
+def box_coverage(box: Sequence[float], region: Sequence[float]) -> float:
+    """Fraction of a box's area that lies inside a region.
+
+    ``1.0`` means the region (a tile, a crop) holds the whole box, ``0.0`` that they do
+    not overlap; ``> 0`` tells whether a patch cell touches an object. Introduced in
+    chapter 6.
+
+    Args:
+        box: ``(x0, y0, x1, y1)``, e.g. an object's box.
+        region: ``(x0, y0, x1, y1)``, e.g. a :class:`Tile`'s box.
+
+    Raises:
+        ValueError: If ``box`` is empty.
+    """
+    x0, y0, x1, y1 = (float(v) for v in box)
+    area = (x1 - x0) * (y1 - y0)
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError(f"box {tuple(box)} is empty")
+    rx0, ry0, rx1, ry1 = (float(v) for v in region)
+    w = max(0.0, min(x1, rx1) - max(x0, rx0))
+    h = max(0.0, min(y1, ry1) - max(y0, ry0))
+    return w * h / area
+
+
+def cell_boxes(grid: tuple[int, int], size: int | tuple[int, int]) -> list[Box]:
+    """Pixel boxes of the cells of a patch grid stretched over an image, row-major.
+
+    Cell ``r * cols + c`` is where entry ``[r, c]`` of a
+    :func:`patch_similarity_map` lands on the image (as :func:`vslib.viz.heatmap_overlay`
+    draws it). Introduced in chapter 6.
+
+    Args:
+        grid: ``(rows, cols)``, e.g. ``sim_map.shape``.
+        size: Image side, or ``(width, height)`` as in ``PIL.Image.size``.
+
+    Returns:
+        ``rows * cols`` boxes ``(x0, y0, x1, y1)`` that tile the image exactly.
+    """
+    rows, cols = grid
+    if rows < 1 or cols < 1:
+        raise ValueError(f"grid must be two positive ints (rows, cols), got {grid!r}")
+    width, height = (size, size) if isinstance(size, (int, np.integer)) else size
+    ys = np.linspace(0, height, rows + 1).round().astype(int)
+    xs = np.linspace(0, width, cols + 1).round().astype(int)
+    return [(int(xs[c]), int(ys[r]), int(xs[c + 1]), int(ys[r + 1])) for r in range(rows) for c in range(cols)]

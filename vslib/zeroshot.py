@@ -24,9 +24,12 @@ __all__ = [
     "class_embeddings",
     "classify",
     "confusion_matrix",
+    "ensemble_embeddings",
     "evaluate_zero_shot",
     "mean_per_class_recall",
+    "per_template_accuracy",
     "retrieval_recall_at_k",
+    "template_embeddings",
     "top5_printout",
     "topk_accuracy",
 ]
@@ -290,3 +293,87 @@ def top5_printout(
         rank = int(np.flatnonzero(ranking == true)[0]) + 1
         lines.append(f"    true class {names[true]!r} ranks {rank} with {row[true]:.3f}")
     return lines
+
+
+def template_embeddings(
+    encoder: Encoder,
+    class_names: Sequence[str],
+    templates: Sequence[str] | None = None,
+    *,
+    batch_size: int = 64,
+    progress: bool | None = None,
+) -> np.ndarray:
+    """Text embeddings of every (class, template) prompt, kept apart.
+
+    The same prompts as :func:`class_embeddings`, before the average: use it to
+    score each template on its own (:func:`per_template_accuracy`) and the ensemble
+    (:func:`ensemble_embeddings`) from one encoding pass. Introduced in chapter 3.
+
+    Args:
+        encoder: A multimodal encoder (``supports_text``).
+        class_names: Class names.
+        templates: Templates holding one ``{}`` each (default: the 80 CLIP templates).
+        batch_size: Prompts per forward pass.
+        progress: Show a progress bar (``None``: only for long runs on a terminal).
+
+    Returns:
+        ``(C, T, dim)`` float32 unit vectors; ``[i, j]`` embeds template ``j`` filled
+        with ``class_names[i]``.
+
+    Raises:
+        ValueError: If there are no class names or no templates.
+    """
+    names = list(class_names)
+    templates = list(IMAGENET_TEMPLATES if templates is None else templates)
+    if not names:
+        raise ValueError("no class names given")
+    if not templates:
+        raise ValueError("no templates given")
+    prompts = [prompt for name in names for prompt in fill(templates, name)]
+    emb = encoder.encode_texts(prompts, batch_size=batch_size, progress=progress)
+    return _normalize(emb.astype(np.float64)).reshape(len(names), len(templates), -1).astype(np.float32)
+
+
+def ensemble_embeddings(template_emb: ArrayLike) -> np.ndarray:
+    """Class embeddings from :func:`template_embeddings`: mean over templates, renormalised.
+
+    Equals :func:`class_embeddings` with the same templates. Introduced in chapter 3.
+
+    Args:
+        template_emb: ``(C, T, dim)`` unit vectors.
+
+    Returns:
+        ``(C, dim)`` float32 unit vectors.
+
+    Raises:
+        ValueError: If the input is not three-dimensional.
+    """
+    t = np.asarray(template_emb, dtype=np.float64)
+    if t.ndim != 3:
+        raise ValueError(f"template_emb must be (classes, templates, dim), got shape {t.shape}")
+    return _normalize(_normalize(t).mean(axis=1)).astype(np.float32)
+
+
+def per_template_accuracy(
+    image_emb: ArrayLike, template_emb: ArrayLike, labels: ArrayLike, k: int = 1
+) -> np.ndarray:
+    """Top-k accuracy of zero-shot classification with each template used alone.
+
+    Introduced in chapter 3.
+
+    Args:
+        image_emb: ``(N, dim)`` image embeddings.
+        template_emb: ``(C, T, dim)`` from :func:`template_embeddings`.
+        labels: ``(N,)`` true class indices.
+        k: How many top classes count as a hit.
+
+    Returns:
+        ``(T,)`` float64 accuracies, entry ``j`` for template ``j``.
+
+    Raises:
+        ValueError: If the input is not three-dimensional, or as :func:`topk_accuracy`.
+    """
+    t = np.asarray(template_emb, dtype=np.float32)
+    if t.ndim != 3:
+        raise ValueError(f"template_emb must be (classes, templates, dim), got shape {t.shape}")
+    return np.array([topk_accuracy(classify(image_emb, t[:, j]), labels, k) for j in range(t.shape[1])])
