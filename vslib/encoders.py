@@ -182,7 +182,7 @@ class Encoder(ABC):
         A long run never stops because of one bad file: ``skipped`` lists each with
         its reason, and ``vectors``/``paths`` hold the rest in input order.
 
-        Introduced in chapter 5.
+        Introduced in chapter 1.
         """
         paths = [Path(p) for p in paths]
         if num_workers is None:
