@@ -78,3 +78,28 @@ def test_audit_of_a_healthy_model_reports_no_overflow():
         assert report.first_overflow is None and report.first_over_range is None
         assert report.nan_count == 0 and report.cosine_to_fp32 > 0.99
         assert report.seconds_per_image > 0
+
+
+def test_pick_dtype_refuses_emulated_bf16_and_old_macos(monkeypatch):
+    # a GPU that only emulates bf16 (before Ampere) gets fp32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert precision.pick_dtype("dinov3", "cuda") == torch.float32
+    # MPS has bf16 from macOS 14 only
+    monkeypatch.setattr(precision.platform, "mac_ver", lambda: ("13.6.1", ("", "", ""), "arm64"))
+    assert precision.pick_dtype("dinov3", "mps") == torch.float32
+    monkeypatch.setattr(precision.platform, "mac_ver", lambda: ("14.2", ("", "", ""), "arm64"))
+    assert precision.pick_dtype("dinov3", "mps") == torch.bfloat16
+
+
+def test_scaled_copy_scales_one_layer_and_leaves_the_original():
+    model = Scaled()
+    before = model.b.weight.detach().clone()
+    scaled = precision.scaled_copy(model, "b", 10.0)
+    assert torch.equal(model.b.weight, before)
+    assert torch.allclose(scaled.b.weight, before * 10)
+    assert torch.allclose(scaled.b.bias, model.b.bias * 10)
+    assert torch.equal(scaled.a.weight, model.a.weight)
+    with pytest.raises(AttributeError):
+        precision.scaled_copy(model, "nope", 2.0)
+    with pytest.raises(ValueError, match="has no weight"):
+        precision.scaled_copy(nn.Sequential(nn.ReLU()), "0", 2.0)

@@ -8,6 +8,7 @@ family is given fp16 by default: bf16 where the device runs it well, fp32 otherw
 from __future__ import annotations
 
 import copy
+import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -59,8 +60,10 @@ def pick_dtype(family: str, device: torch.device | str) -> torch.dtype:
     """A safe default dtype for a model family on a device.
 
     - CPU: fp32 (bf16 matmuls are slower than fp32 on most CPUs, fp16 is unsafe);
-    - CUDA: bf16 when the GPU supports it, else fp32 (fp16 overflows in DINOv3);
-    - MPS: bf16 (fp16 gives NaN embeddings with DINOv3 on Apple GPUs).
+    - CUDA: bf16 when the GPU runs it natively (Ampere or newer), else fp32 (fp16
+      overflows in DINOv3; older GPUs only emulate bf16, slowly);
+    - MPS: bf16 on macOS 14 or newer (fp16 gives NaN embeddings with DINOv3 on Apple
+      GPUs), fp32 on older macOS, where MPS has no bf16.
 
     Introduced in chapter 2.
     """
@@ -68,10 +71,16 @@ def pick_dtype(family: str, device: torch.device | str) -> torch.dtype:
     if family not in ("dinov3", "siglip", "dinotxt"):
         raise ValueError(f"unknown model family {family!r}")
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float32
     if device.type == "mps":
-        return torch.bfloat16
+        return torch.bfloat16 if _mps_has_bf16() else torch.float32
     return torch.float32
+
+
+def _mps_has_bf16() -> bool:
+    """MPS runs bf16 from macOS 14 (Sonoma); off a Mac, answer for a current macOS."""
+    release = platform.mac_ver()[0]
+    return not release or int(release.split(".")[0]) >= 14
 
 
 @dataclass(frozen=True)
@@ -174,10 +183,9 @@ def _run_with_hooks(model: torch.nn.Module, forward, inputs: dict[str, torch.Ten
             t = _first_tensor(output)
             if t is None or not t.is_floating_point() or t.numel() == 0:
                 return
-            finite = bool(torch.isfinite(t).all())
-            vals = t.detach().float().abs()
-            vals = vals[torch.isfinite(vals)]
-            peak = float(vals.max()) if vals.numel() else float("inf")
+            # One reduction: amax propagates NaN and inf, so it also answers "is it finite?"
+            peak = float(t.detach().abs().amax())
+            finite = bool(np.isfinite(peak))
             stats.append(LayerStat(name, peak if finite else float("inf"), finite))
 
         return record
@@ -290,3 +298,33 @@ def _embed_with(encoder, model: torch.nn.Module, inputs: dict[str, torch.Tensor]
         return encoder._embed_inputs(inputs)
     finally:
         encoder.model = original
+
+
+def scaled_copy(model: torch.nn.Module, layer: str, factor: float) -> torch.nn.Module:
+    """A deep copy of ``model`` with one layer's weights (and bias) multiplied by ``factor``.
+
+    A controlled way to push activations past a dtype's range, so that
+    :func:`audit_dtypes` has an overflow to find; the original model is left untouched.
+
+    Args:
+        model: A torch module.
+        layer: The dotted name of a submodule with a ``weight`` (e.g. ``"model.layer.1.mlp.up_proj"``).
+        factor: What to multiply its weight and bias by.
+
+    Raises:
+        AttributeError: If the model has no such submodule.
+        ValueError: If the submodule has no ``weight``.
+
+    Introduced in chapter 2.
+    """
+    copied = copy.deepcopy(model)
+    module = copied.get_submodule(layer)
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        raise ValueError(f"layer {layer!r} ({type(module).__name__}) has no weight to scale")
+    with torch.no_grad():
+        weight.mul_(factor)
+        bias = getattr(module, "bias", None)
+        if isinstance(bias, torch.Tensor):
+            bias.mul_(factor)
+    return copied
