@@ -412,3 +412,28 @@ def test_default_parameters_reach_recall_099_on_uniform_random_vectors():
     assert index.dtype == "f16"
     index.add_vectors(vectors)
     assert index.recall_at_k(queries, k=10) >= 0.99
+
+
+def test_single_threaded_builds_give_the_same_graph_every_time():
+    rng = np.random.default_rng(5)
+    vectors = unit_rows(rng.normal(size=(3000, 32)))
+    queries = unit_rows(rng.normal(size=(100, 32)))
+
+    def build_and_search() -> list[list[int]]:
+        index = ImageIndex(32, "m", connectivity=4, expansion_add=8, expansion_search=8)
+        index.add_vectors(vectors, threads=1)
+        return [[hit.key for hit in row] for row in index.search(queries, k=10)]
+
+    first = build_and_search()
+    assert all(len(row) == 10 for row in first)
+    assert build_and_search() == first
+
+
+def test_add_vectors_passes_threads_to_usearch(monkeypatch):
+    index = ImageIndex(8, "m")
+    seen = []
+    real_add = index._index.add
+    monkeypatch.setattr(index._index, "add", lambda *args, **kwargs: seen.append(kwargs.get("threads")) or real_add(*args, **kwargs))
+    index.add_vectors(unit_rows(np.ones((2, 8))), threads=1)
+    index.add_vectors(unit_rows(np.ones((2, 8))))
+    assert seen == [1, 0] and len(index) == 4

@@ -282,17 +282,22 @@ class ImageIndex:
             records.append((self._stored_path(path), size, mtime, digest))
         return self._insert(vectors, records)
 
-    def add_vectors(self, vectors: np.ndarray, paths: Sequence[str] | None = None) -> list[int]:
+    def add_vectors(
+        self, vectors: np.ndarray, paths: Sequence[str] | None = None, *, threads: int = 0
+    ) -> list[int]:
         """Add vectors that have no file behind them (experiments, other sources).
 
         ``paths`` are labels stored as they are (default: ``vector-<key>``). Returns the keys.
+        ``threads`` is how many threads insert into the graph (0: all cores). Several threads
+        insert in a varying order, so the graph, and the recall it reaches, changes a little
+        from run to run; ``threads=1`` builds the same graph from the same vectors every time.
         Introduced in chapter 5.
         """
         self._check_writable()
         matrix = self._as_matrix(vectors, "vectors")
         if paths is None:
             paths = [f"vector-{self._next_key + i}" for i in range(len(matrix))]
-        return self._insert(matrix, [(str(p), None, None, None) for p in paths])
+        return self._insert(matrix, [(str(p), None, None, None) for p in paths], threads=threads)
 
     def remove(self, paths: Iterable[str | os.PathLike]) -> int:
         """Remove images by path; returns how many were removed.
@@ -319,7 +324,7 @@ class ImageIndex:
                 del self._records[key]
         return len(keys)
 
-    def _insert(self, vectors: np.ndarray, records: Sequence[_RecordFields]) -> list[int]:
+    def _insert(self, vectors: np.ndarray, records: Sequence[_RecordFields], threads: int = 0) -> list[int]:
         matrix = self._as_matrix(vectors, "vectors")
         if len(matrix) != len(records):
             raise ValueError(f"got {len(records)} paths but {len(matrix)} vectors")
@@ -330,7 +335,7 @@ class ImageIndex:
         if not records:
             return []
         keys = list(range(self._next_key, self._next_key + len(records)))
-        self._index.add(np.asarray(keys, dtype=np.uint64), matrix)
+        self._index.add(np.asarray(keys, dtype=np.uint64), matrix, threads=threads)
         self._next_key += len(records)
         for key, (path, size, mtime, digest) in zip(keys, records):
             self._records[key] = ImageRecord(key, path, size, mtime, digest, self.model, self.dim)
