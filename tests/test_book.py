@@ -59,5 +59,5 @@ def test_book_builds_with_warnings_as_errors(tmp_path: Path):
     html = tmp_path / "_build" / "html"
     intro = (html / "book" / "intro.html").read_text()
     chapter_links = set(re.findall(r'href="\.\./(notebooks/\d\d_[a-z_]+)\.html"', intro))
-    assert len(chapter_links) == 6, sorted(chapter_links)
+    assert len(chapter_links) == 7, sorted(chapter_links)
     assert (html / "book" / "api.html").exists()

@@ -5,6 +5,7 @@
     vslib index ~/Pictures --model tiny-siglip2 --out pictures.index
     vslib search pictures.index --text "a dog on a beach" -k 5
     vslib search pictures.index --query "+2 dog, -leash" --json
+    vslib app pictures.index            # a web page on http://127.0.0.1:7860
 
 Introduced in chapter 5.
 """
@@ -197,9 +198,41 @@ def _run_search(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- vslib app -----------------------------------------------------------------------------------
+
+
+def _add_app_command(commands: Any) -> None:
+    parser = commands.add_parser(
+        "app",
+        help="search an index in a local web page (needs the 'app' extra)",
+        description=(
+            "Serve a web page to search INDEX by text, by image or both, with scores and calibrated "
+            "confidences. Only the indexed folder's images are served; they are never changed. "
+            "Stop it with Ctrl+C."
+        ),
+    )
+    parser.add_argument("index", metavar="INDEX", help="index folder written by 'vslib index'")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: 127.0.0.1, this machine only)")
+    parser.add_argument("--port", type=_positive_int, default=7860, metavar="N", help="port (default: 7860)")
+    parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    parser.set_defaults(run=_run_app)
+
+
+def _run_app(args: argparse.Namespace) -> int:
+    from vslib import app  # gradio itself is imported only when the page is built
+
+    try:
+        app.launch(args.index, host=args.host, port=args.port,
+                   load_encoder=lambda name: _encoder(name, args.device))
+    except app.AppError as error:
+        raise CommandError(str(error)) from None
+    return 0
+
+
 # -- entry point ---------------------------------------------------------------------------------
 
-_COMMANDS: tuple[Callable[[Any], None], ...] = (_add_index_command, _add_search_command)
+_COMMANDS: tuple[Callable[[Any], None], ...] = (_add_index_command, _add_search_command, _add_app_command)
 
 
 def build_parser() -> argparse.ArgumentParser:
