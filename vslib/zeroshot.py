@@ -67,16 +67,9 @@ def class_embeddings(
     Raises:
         ValueError: If there are no class names or no templates.
     """
-    names = list(class_names)
-    templates = list(IMAGENET_TEMPLATES if templates is None else templates)
-    if not names:
-        raise ValueError("no class names given")
-    if not templates:
-        raise ValueError("no templates given")
-    prompts = [prompt for name in names for prompt in fill(templates, name)]
-    emb = encoder.encode_texts(prompts, batch_size=batch_size, progress=progress)
-    per_class = _normalize(emb.astype(np.float64)).reshape(len(names), len(templates), -1)
-    return _normalize(per_class.mean(axis=1)).astype(np.float32)
+    return ensemble_embeddings(
+        template_embeddings(encoder, class_names, templates, batch_size=batch_size, progress=progress)
+    )
 
 
 def classify(image_emb: ArrayLike, class_emb: ArrayLike) -> np.ndarray:
