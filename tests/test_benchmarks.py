@@ -1,0 +1,77 @@
+"""The reusable parts of the benchmark scripts: test data, exact search, recall, planning."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench(request):
+    """Import a benchmark module the way the scripts see each other (their folder on sys.path)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    request.addfinalizer(lambda: sys.path.remove(str(BENCHMARKS)))
+    return importlib.import_module
+
+
+def test_exact_topk_matches_a_full_sort_across_chunks(bench):
+    common = bench("bench_common")
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((1000, 16)).astype(np.float32)
+    queries = rng.standard_normal((7, 16)).astype(np.float32)
+    expected = np.argsort(-(queries @ data.T), axis=1, kind="stable")[:, :5]
+    for chunk in (3, 64, 333, 5000):  # chunks smaller than k, uneven, and larger than the data
+        np.testing.assert_array_equal(common.exact_topk(queries, data, 5, chunk=chunk), expected)
+    assert common.exact_topk(queries[0], data[:3], 10).shape == (1, 3)
+
+
+def test_recall_at_k_counts_overlap_not_order(bench):
+    common = bench("bench_common")
+    truth = np.array([[1, 2, 3], [4, 5, 6]])
+    assert common.recall_at_k([[3, 2, 1], [4, 9, 9]], truth, 3) == pytest.approx((1 + 1 / 3) / 2)
+    assert common.recall_at_k(np.array([[1, 2, 3, 7], [6, 5, 4, 7]]), truth, 3) == 1.0
+
+
+def test_clustered_vectors_are_seeded_unit_vectors_near_their_centres(bench):
+    common = bench("bench_common")
+    centres, spread, weights = common.gaussian_mixture(20, 256, np.random.default_rng(1), cosine_to_centre=0.7)
+    assert weights.sum() == pytest.approx(1.0)
+    a, labels = common.clustered_unit_vectors(500, 256, centres, spread, weights, np.random.default_rng(2), chunk=64)
+    b, _ = common.clustered_unit_vectors(500, 256, centres, spread, weights, np.random.default_rng(2), chunk=64)
+    np.testing.assert_array_equal(a, b)
+    assert a.dtype == np.float32 and a.shape == (500, 256)
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    to_centre = np.sum(a * centres[labels], axis=1)
+    assert 0.6 < to_centre.mean() < 0.8
+    with pytest.raises(ValueError):
+        common.clustered_unit_vectors(5, 128, centres, spread, weights, np.random.default_rng(0))
+
+
+def test_write_result_adds_the_run_and_keeps_the_fields(bench, tmp_path):
+    common = bench("bench_common")
+    path = common.write_result("demo", {"value": 1.5}, tmp_path)
+    data = json.loads(path.read_text())
+    assert path.name == "demo.json" and data["value"] == 1.5 and data["benchmark"] == "demo"
+    assert {"created_utc", "command"} <= set(data)
+    info = common.machine_info()
+    assert info["cpu_count"] >= 1 and "numpy" in info["versions"]
+
+
+def test_encode_plan_fits_the_budget_and_keeps_batch_32_longest(bench):
+    encode = bench("encode_throughput")
+    sizes = [1, 8, 32, 64]
+    base, batches, _ = encode.choose_plan(0.01, 600, 64, sizes)  # fast machine: everything
+    assert (base, batches) == (64, sizes)
+    base, batches, _ = encode.choose_plan(1.0, 400, 64, sizes)
+    assert encode.planned_images(base, batches, False) * 1.0 <= 400
+    assert 32 in batches
+    # When batch 32 itself no longer fits, batch 1 with fewer images is what is left.
+    base, batches, extra = encode.choose_plan(10.0, 200, 64, sizes)
+    assert batches == [1] and not extra
