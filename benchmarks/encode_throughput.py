@@ -438,6 +438,7 @@ def save_figure(rows: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
 
     models = list(dict.fromkeys(r["model"] for r in rows))
     fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 3.8), squeeze=False)
@@ -454,6 +455,11 @@ def save_figure(rows: list[dict], path: Path) -> None:
             ax.axhline(seed, ls="--", color=colours[dtype], alpha=0.6, label=f"seed_loop {dtype}")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        ax.set_xticks(sorted({r["batch_size"] for r in rows if r["model"] == model}))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(ScalarFormatter())
+        ax.tick_params(axis="y", which="minor", labelsize=7)
         ax.set_xlabel("batch size")
         ax.set_ylabel("images / s")
         ax.set_title(model, fontsize=10)
