@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -148,7 +147,8 @@ def bench_usearch(dtype: str, data, queries, truth, n_single: int, n_single_exac
         "method": f"usearch-{dtype}", "library": "usearch (vslib.ImageIndex)", "kind": "hnsw", "dtype": dtype,
         "build_s": round(build.seconds, 2), "batch_qps": qps(len(queries), default_s),
         "batch_s": round(default_s, 3), "batch_queries": len(queries), "single_qps": qps(n_single, single_s),
-        "single_queries": n_single, "recall_at_10": round(recall, 4), "file_bytes": size, "bytes_per_vector": round(size / len(data), 1),
+        "single_queries": n_single, "recall_at_10": round(recall, 4), "file_bytes": size,
+        "bytes_per_vector": round(size / len(data), 1),
         "metadata_bytes_per_vector": round(manifest / len(data), 1), "load_average_before": load,
         "params": {"connectivity": index.connectivity, "expansion_add": index.expansion_add,
                    "expansion_search": index.expansion_search},
