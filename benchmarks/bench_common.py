@@ -82,13 +82,22 @@ def load_average() -> float | None:
     return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
+def utc_now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def command_line() -> str:
+    """The command that started this script, as a reader would type it."""
+    return " ".join([Path(sys.executable).name, *sys.argv])
+
+
 def write_result(name: str, result: dict, out_dir: Path = RESULTS_DIR) -> Path:
     """Write ``<out_dir>/<name>.json`` (sorted keys, 2-space indent) with a UTC timestamp and the command."""
     out_dir.mkdir(parents=True, exist_ok=True)
     result = {
         "benchmark": name,
-        "created_utc": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "created_utc": utc_now(),
+        "command": command_line(),
         **result,
     }
     path = out_dir / f"{name}.json"

@@ -29,6 +29,14 @@ Building a 200k x 768 HNSW graph with these settings takes minutes on 2 cores, s
 keeps to a time budget (``--budget-min``, 0 for none): NumPy and usearch-f16 always run, then
 faiss-flat, usearch-i8, faiss-hnsw and usearch-f32 in that order, each only if its estimated
 time (scaled from usearch-f16's) still fits; what is left out is recorded with the reason.
+On a 2-core machine the full set takes two runs of under 15 minutes each:
+
+    python benchmarks/index_speed.py                                          # numpy, f16, faiss-flat, i8
+    python benchmarks/index_speed.py --methods usearch-f32,faiss-hnsw --merge # the rest
+
+``--methods`` runs exactly the named methods (NumPy always runs, as the ground truth);
+``--merge`` keeps the other methods' rows from the existing result file when it was made from
+the same data, and lists every run that contributed under ``runs``.
 
 Target: usearch-f16 with recall@10 >= 0.99 at >= 10x the queries/s of numpy-exact.
 
@@ -39,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -49,12 +58,14 @@ from bench_common import (
     RESULTS_DIR,
     Stopwatch,
     clustered_unit_vectors,
+    command_line,
     exact_topk,
     gaussian_mixture,
     load_average,
     machine_info,
     print_table,
     recall_at_k,
+    utc_now,
     write_result,
 )
 from vslib.index import DEFAULT_CONNECTIVITY, DEFAULT_EXPANSION_ADD, DEFAULT_EXPANSION_SEARCH, ImageIndex
@@ -312,7 +323,62 @@ def save_figure(rows: list[dict], sweep_rows: list[dict], path: Path) -> None:
 
 #: Methods after the first two, in the order they run, with their cost relative to usearch-f16
 #: (build and search, measured on this kind of data): what is left out first when time runs short.
-OPTIONAL = (("faiss-flat", 0.05), ("usearch-i8", 0.8), ("faiss-hnsw", 1.0), ("usearch-f32", 1.6))
+OPTIONAL = (("faiss-flat", 0.05), ("usearch-i8", 0.8), ("faiss-hnsw", 0.5), ("usearch-f32", 1.1))
+METHODS = ("numpy-exact", "usearch-f16", *(name for name, _ in OPTIONAL))
+#: Settings that must agree for rows of two runs to sit in one table.
+SAME_DATA = ("vectors", "dim", "queries", "k", "clusters", "seed")
+
+
+def parse_methods(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in names if t not in METHODS]
+    if unknown or not names:
+        raise SystemExit(f"--methods: unknown {unknown or 'empty list'}; choose from {', '.join(METHODS)}")
+    return names
+
+
+def merge_previous(result: dict, path: Path) -> dict:
+    """Keep the rows of methods this run did not measure from the result file at ``path``.
+
+    Only when that file was made from the same data (``SAME_DATA`` settings); otherwise it is replaced.
+    """
+    if not path.exists():
+        print(f"--merge: no {path.name} yet; writing this run alone", flush=True)
+        return result
+    old = json.loads(path.read_text())
+    differ = [k for k in SAME_DATA if old.get("settings", {}).get(k) != result["settings"][k]]
+    if differ:
+        print(f"--merge: {path.name} was made from other data ({', '.join(differ)} differ); replacing it", flush=True)
+        return result
+    measured = {r["method"] for r in result["methods"]}
+    if "numpy-exact" not in result["requested_methods"]:
+        measured.discard("numpy-exact")  # the reference of this run only; the old row stays
+        result["methods"] = [r for r in result["methods"] if r["method"] != "numpy-exact"]
+    measured_base = {m.replace("usearch-exact-", "usearch-") for m in measured}
+    keep = [r for r in old["methods"] if r["method"].replace("usearch-exact-", "usearch-") not in measured_base]
+    result["methods"] = sorted(keep + result["methods"], key=lambda r: _method_order(r["method"]))
+    result["sweep"] = [r for r in old["sweep"] if r["method"] not in measured] + result["sweep"]
+    result["skipped"] = [r for r in old["skipped"] if r["method"] not in measured_base] + result["skipped"]
+    result["runs"] = old.get("runs", [_run_record(old)]) + result["runs"]
+    return result
+
+
+def _method_order(method: str) -> int:
+    return METHODS.index(method.replace("usearch-exact-", "usearch-")) * 2 + method.startswith("usearch-exact")
+
+
+def _run_record(result: dict) -> dict:
+    """What one run measured, when, and how long it took."""
+    reference = next((r for r in result["methods"] if r["method"] == "numpy-exact"), None)
+    return {
+        "created_utc": result.get("created_utc"), "command": result.get("command"),
+        "wall_seconds": result["wall_seconds"],
+        "methods": sorted({r["method"] for r in result["methods"]}, key=_method_order),
+        "numpy_exact_batch_qps": reference and reference["batch_qps"],
+        "numpy_exact_single_qps": reference and reference["single_qps"],
+    }
 
 
 def main() -> None:
@@ -323,9 +389,15 @@ def main() -> None:
     parser.add_argument("--budget-min", type=float, default=14.0,
                         help="stop starting new methods that would not finish within this many minutes "
                              "(0: no limit, run every method)")
+    parser.add_argument("--methods", default=None,
+                        help=f"comma-separated methods to run, no budget applied ({', '.join(METHODS)}); "
+                             "NumPy always runs as the ground truth")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other methods' rows from the existing result file (same data only)")
     parser.add_argument("--out-dir", type=Path, default=None,
                         help=f"where results go (default: {RESULTS_DIR}, or a temporary folder with --quick)")
     args = parser.parse_args()
+    requested = parse_methods(args.methods)
     n = args.vectors or (20_000 if args.quick else 200_000)
     out_dir = args.out_dir or (Path(tempfile.gettempdir()) / "vslib-bench-quick" if args.quick else RESULTS_DIR)
     n_single = args.queries
@@ -352,20 +424,25 @@ def main() -> None:
         row, truth = bench_numpy(data, queries, n_single_exact, tmp)
         rows.append(row)
         done("numpy-exact")
-        with Stopwatch() as f16_watch:
-            more, sweeps = bench_usearch("f16", data, queries, truth, n_single, n_single_exact, n_batch_exact,
-                                         tmp, SWEEP)
-        rows += more
-        sweep_rows += sweeps
-        done("usearch-f16")
+        f16_seconds = None
+        if requested is None or "usearch-f16" in requested:
+            with Stopwatch() as f16_watch:
+                more, sweeps = bench_usearch("f16", data, queries, truth, n_single, n_single_exact, n_batch_exact,
+                                             tmp, SWEEP)
+            f16_seconds = f16_watch.seconds
+            rows += more
+            sweep_rows += sweeps
+            done("usearch-f16")
         for method, relative_cost in OPTIONAL:
+            if requested is not None and method not in requested:
+                continue
             if method.startswith("faiss") and not status["available"]:
                 skipped.append({"method": method, "reason": f"FAISS unavailable ({status['reason']})"})
                 continue
-            estimate = relative_cost * f16_watch.seconds
+            estimate = relative_cost * f16_seconds if f16_seconds else 0.0  # named methods: no budget
             left = budget - (time.perf_counter() - started)
-            if estimate > left:
-                reason = (f"time budget: estimated {estimate:.0f} s (from usearch-f16's {f16_watch.seconds:.0f} s), "
+            if requested is None and estimate > left:
+                reason = (f"time budget: estimated {estimate:.0f} s (from usearch-f16's {f16_seconds:.0f} s), "
                           f"{max(left, 0):.0f} s of the {args.budget_min:g} min budget left")
                 skipped.append({"method": method, "reason": reason})
                 print(f"  {method} skipped: {reason}", flush=True)
@@ -389,11 +466,6 @@ def main() -> None:
                 ["method", "ef", "batch q/s", "recall@10"])
     for item in skipped:
         print(f"skipped {item['method']}: {item['reason']}")
-    target = targets(rows, sweep_rows)
-    print(f"\ntarget {TARGET_METHOD}: recall@10 {target['recall_at_10']} (>= {TARGET_RECALL}: "
-          f"{target['recall_met']}), {target['batch_speedup_over_numpy']}x numpy-exact on the batch, "
-          f"{target['single_speedup_over_numpy']}x on single queries (>= {TARGET_SPEEDUP}x: "
-          f"{target['batch_met']} / {target['single_met']}); best swept setting: {target['best_swept']}")
     wall = time.perf_counter() - started
     import usearch
 
@@ -418,9 +490,23 @@ def main() -> None:
         "methods": rows,
         "sweep": sweep_rows,
         "skipped": skipped,
-        "target": target,
+        "requested_methods": requested or list(METHODS),
         "wall_seconds": round(wall, 1),
     }
+    result["runs"] = [_run_record(result | {"created_utc": utc_now(), "command": command_line()})]
+    if args.merge:
+        result = merge_previous(result, out_dir / f"{NAME}.json")
+    rows, sweep_rows = result["methods"], result["sweep"]
+    if {TARGET_METHOD, "numpy-exact"} <= {r["method"] for r in rows}:
+        target = targets(rows, sweep_rows)
+        print(f"\ntarget {TARGET_METHOD}: recall@10 {target['recall_at_10']} (>= {TARGET_RECALL}: "
+              f"{target['recall_met']}), {target['batch_speedup_over_numpy']}x numpy-exact on the batch, "
+              f"{target['single_speedup_over_numpy']}x on single queries (>= {TARGET_SPEEDUP}x: "
+              f"{target['batch_met']} / {target['single_met']}); best swept setting: {target['best_swept']}")
+    else:
+        target = None
+        print(f"\ntarget not checked: {TARGET_METHOD} and numpy-exact are not both in the results")
+    result["target"] = target
     path = write_result(NAME, result, out_dir)
     save_figure(rows, sweep_rows, out_dir / f"{NAME}.png")
     print(f"wrote {path} and {NAME}.png in {wall:.0f} s")

@@ -75,3 +75,37 @@ def test_encode_plan_fits_the_budget_and_keeps_batch_32_longest(bench):
     # When batch 32 itself no longer fits, batch 1 with fewer images is what is left.
     base, batches, extra = encode.choose_plan(10.0, 200, 64, sizes)
     assert batches == [1] and not extra
+
+
+def _index_result(methods: list[str], vectors: int = 1000) -> dict:
+    rows = [{"method": m, "batch_qps": 1.0, "single_qps": 1.0} for m in methods]
+    return {"settings": {"vectors": vectors, "dim": 8, "queries": 10, "k": 10, "clusters": 3, "seed": 0},
+            "methods": rows, "sweep": [{"method": m} for m in methods if "exact" not in m],
+            "skipped": [], "wall_seconds": 1.0, "created_utc": "then", "command": "python x"}
+
+
+def test_index_merge_keeps_other_methods_and_refuses_other_data(bench, tmp_path: Path):
+    speed = bench("index_speed")
+    old = _index_result(["numpy-exact", "usearch-f16", "usearch-exact-f16", "usearch-f32", "usearch-exact-f32"])
+    old["skipped"] = [{"method": "faiss-hnsw", "reason": "time budget"}]
+    path = tmp_path / "index_speed.json"
+    path.write_text(json.dumps(old))
+
+    new = _index_result(["numpy-exact", "faiss-hnsw", "usearch-f32", "usearch-exact-f32"])
+    new["methods"][-1]["batch_qps"] = 99.0
+    new["requested_methods"] = ["faiss-hnsw", "usearch-f32"]
+    new["runs"] = [{"methods": ["faiss-hnsw"], "created_utc": "now"}]
+    merged = speed.merge_previous(json.loads(json.dumps(new)), path)
+    methods = [r["method"] for r in merged["methods"]]
+    assert methods == ["numpy-exact", "usearch-f16", "usearch-exact-f16", "faiss-hnsw", "usearch-f32",
+                      "usearch-exact-f32"]
+    assert next(r for r in merged["methods"] if r["method"] == "usearch-exact-f32")["batch_qps"] == 99.0
+    assert merged["skipped"] == []  # faiss-hnsw is measured now
+    assert [r["method"] for r in merged["sweep"]].count("usearch-f32") == 1
+    assert [run["created_utc"] for run in merged["runs"]] == ["then", "now"]
+
+    other = _index_result(["numpy-exact", "faiss-hnsw"], vectors=5)
+    other["requested_methods"], other["runs"] = ["faiss-hnsw"], []
+    assert speed.merge_previous(json.loads(json.dumps(other)), path)["methods"] == other["methods"]
+    with pytest.raises(SystemExit, match="unknown"):
+        speed.parse_methods("usearch-f64")
