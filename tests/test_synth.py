@@ -293,3 +293,21 @@ def test_render_scene_rejects_bad_arguments(kwargs, message):
     seed, size = args.pop("seed"), args.pop("size")
     with pytest.raises(ValueError, match=message):
         synth.render_scene(seed, size, **args)
+
+
+def test_render_appearances_keep_geometry_and_change_the_rest():
+    renderings = synth.render_appearances(7, 4, 64, split="val")
+    first = synth.render_scene(7, 64, split="val")
+    assert np.array_equal(np.asarray(renderings[0].image), np.asarray(first.image))
+    assert renderings[0].captions == first.captions
+    for other in renderings[1:]:
+        assert [(o.shape, o.size, o.box) for o in other.objects] == [(o.shape, o.size, o.box) for o in first.objects]
+        assert not np.array_equal(np.asarray(other.image), np.asarray(first.image))
+        # each caption names the rendering's own colour, not the original's (unless drawn again)
+        assert all(other.objects[0].color in c or other.objects[0].shape in c for c in other.captions)
+    styles = {(r.background, r.objects[0].color, r.objects[0].texture) for r in renderings}
+    assert len(styles) >= 3
+    again = synth.render_appearances(7, 4, 64, split="val")
+    assert all(np.array_equal(np.asarray(a.image), np.asarray(b.image)) for a, b in zip(renderings, again))
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        synth.render_appearances(7, 0)

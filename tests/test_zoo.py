@@ -141,3 +141,22 @@ def test_multi_positive_loss_treats_identical_captions_as_matches():
     different = multi_positive_clip_loss(image, text, scale, ["a red star", "a blue star", "a ring"])
     # With identical captions the swap is no error; with different ones it is heavily penalised.
     assert same_caption < different - 1.0
+
+
+def test_shape_twins_differ_only_in_the_dominant_shape_and_come_in_pairs():
+    from vslib.zoo import common
+    from vslib.zoo.data import render_twin_pool
+
+    pool = render_twin_pool("train", 6, 32, workers=1)
+    assert len(pool) == 12
+    for i in range(6):
+        a, b = pool.captions[2 * i], pool.captions[2 * i + 1]
+        la, lb = synth.CLASSES[pool.labels[2 * i]], synth.CLASSES[pool.labels[2 * i + 1]]
+        assert la != lb
+        assert [c.replace(f"an {la}", f"a {la}").replace(la, "X") for c in a] == \
+            [c.replace(f"an {lb}", f"a {lb}").replace(lb, "X") for c in b]
+    idx, texts = common.sample_twin_batch(pool.captions, 8, torch.Generator().manual_seed(0))
+    assert idx.tolist()[0::2] == [j - 1 for j in idx.tolist()[1::2]] and all(j % 2 == 0 for j in idx.tolist()[0::2])
+    for n in range(0, 8, 2):  # the same caption choice for both members of a pair
+        i = idx[n].item()
+        assert pool.captions[i].index(texts[n]) == pool.captions[i + 1].index(texts[n + 1])

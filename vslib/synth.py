@@ -20,6 +20,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Iterator, Sequence
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from itertools import count
 from pathlib import Path
@@ -91,6 +92,8 @@ _PLACEMENT_TRIES = 40
 
 _ROOT_ENTROPY = 0x5EED_5CE9E
 _STREAM_LAYOUT, _STREAM_PIXELS, _STREAM_WORDS = 0, 1, 2
+# Restyled renderings k = 1, 2, ... of a scene (render_appearances) draw from streams base + k.
+_STREAM_RESTYLE, _STREAM_RESTYLE_PIXELS = 1000, 2000
 
 _COLOR_TABLE = np.array(list(COLORS.values()), dtype=np.float32)
 _BACKGROUND_WORDS = {"plain": "plain", "gradient": "gradient", "noise": "noisy", "stripes": "striped"}
@@ -577,6 +580,83 @@ def caption_vocabulary() -> list[str]:
 # --------------------------------------------------------------------------- public API
 
 
+def _restyle(specs: list[_ObjectSpec], rng: np.random.Generator) -> tuple[_Background, list[_ObjectSpec]]:
+    """A new background, and new colours and textures for the same shapes, sizes, poses and places."""
+    background = _sample_background(rng)
+    palette = _contrasting_colors(background)
+    restyled = []
+    for spec in specs:
+        others = [c for c in palette if not restyled or c != restyled[0].color] or palette
+        color = others[rng.integers(len(others))]
+        texture = TEXTURES[rng.integers(len(TEXTURES))] if spec.dominant else "solid"
+        restyled.append(dataclasses.replace(
+            spec, color=color, rgb=_jitter(rng, COLORS[color], 12), texture=texture,
+            pattern_angle=float(rng.uniform(0, math.pi)), pattern_period=float(rng.uniform(0.38, 0.5)),
+            pattern_phase=rng.random(2),
+        ))
+    return background, restyled
+
+
+def render_appearances(seed: int, n: int, size: int = 64, *, split: str = "train") -> list[Scene]:
+    """``n`` renderings of one scene that share its geometry and nothing else.
+
+    Introduced in chapter 1's exercises.
+
+    The first is the scene itself (``render_scene(seed, size, split=split)``); the others
+    keep every object's shape, size, rotation and position but draw a new background, new
+    colours and new textures, and their captions name the new colours. How close an
+    encoder keeps the embeddings of such renderings measures how much of it is shape.
+
+    Raises:
+        ValueError: If ``n < 1`` or the split, seed or size is invalid.
+    """
+    split_code = _check_split(split)
+    seed = _check_seed(seed)
+    size = _check_size(size)
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    background, specs = _layout(split_code, seed, None, None, (), None)
+    scenes = []
+    for k in range(n):
+        if k:
+            background, specs = _restyle(specs, _rng(split_code, seed, _STREAM_RESTYLE + k))
+        pixels = _rng(split_code, seed, _STREAM_PIXELS if k == 0 else _STREAM_RESTYLE_PIXELS + k)
+        scenes.append(_paint(background, specs, size, pixels, _rng(split_code, seed, _STREAM_WORDS), seed, split))
+    return scenes
+
+
+def _paint(background: _Background, specs: list[_ObjectSpec], size: int, pixels: np.random.Generator,
+           words: np.random.Generator, seed: int, split: str) -> Scene:
+    canvas = _paint_background(background, size, pixels)
+    objects = [_paint_object(canvas, spec, size) for spec in specs]
+    image = Image.fromarray(np.rint(np.clip(canvas, 0, 255)).astype(np.uint8), "RGB")
+    return Scene(image, objects, background.kind, _captions(words, objects, background.kind), seed, split)
+
+
+def _layout(
+    split_code: int,
+    seed: int,
+    small_objects: int | None,
+    label: str | None,
+    small_shapes: Sequence[str],
+    dominant_size: str | None,
+) -> tuple[_Background, list[_ObjectSpec]]:
+    layout = _rng(split_code, seed, _STREAM_LAYOUT)
+    # Both draws happen even when forced, so forcing one leaves the rest unchanged.
+    drawn_label = CLASSES[layout.integers(len(CLASSES))]
+    drawn_count = int(layout.choice(len(SMALL_COUNT_PROBS), p=SMALL_COUNT_PROBS))
+    label = label or drawn_label
+    n_small = drawn_count if small_objects is None else small_objects
+
+    background = _sample_background(layout)
+    specs = [_sample_dominant(layout, label, background, dominant_size)]
+    for k in range(n_small):
+        drawn_shape = CLASSES[layout.integers(len(CLASSES))]
+        shape = small_shapes[k] if k < len(small_shapes) else drawn_shape
+        specs.append(_sample_small(layout, shape, background, specs))
+    return background, specs
+
+
 def _render(
     seed: int,
     size: int,
@@ -595,25 +675,9 @@ def _render(
     if dominant_size is not None and dominant_size not in SIZES:
         raise ValueError(f"unknown dominant_size {dominant_size!r}; use one of {SIZES}")
 
-    layout = _rng(split_code, seed, _STREAM_LAYOUT)
-    # Both draws happen even when forced, so forcing one leaves the rest unchanged.
-    drawn_label = CLASSES[layout.integers(len(CLASSES))]
-    drawn_count = int(layout.choice(len(SMALL_COUNT_PROBS), p=SMALL_COUNT_PROBS))
-    label = label or drawn_label
-    n_small = drawn_count if small_objects is None else small_objects
-
-    background = _sample_background(layout)
-    specs = [_sample_dominant(layout, label, background, dominant_size)]
-    for k in range(n_small):
-        drawn_shape = CLASSES[layout.integers(len(CLASSES))]
-        shape = small_shapes[k] if k < len(small_shapes) else drawn_shape
-        specs.append(_sample_small(layout, shape, background, specs))
-
-    canvas = _paint_background(background, size, _rng(split_code, seed, _STREAM_PIXELS))
-    objects = [_paint_object(canvas, spec, size) for spec in specs]
-    image = Image.fromarray(np.rint(np.clip(canvas, 0, 255)).astype(np.uint8), "RGB")
-    captions = _captions(_rng(split_code, seed, _STREAM_WORDS), objects, background.kind)
-    return Scene(image, objects, background.kind, captions, seed, split)
+    background, specs = _layout(split_code, seed, small_objects, label, small_shapes, dominant_size)
+    return _paint(background, specs, size, _rng(split_code, seed, _STREAM_PIXELS),
+                  _rng(split_code, seed, _STREAM_WORDS), seed, split)
 
 
 def render_scene(

@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from vslib.zoo.data import render_pool, render_twin_pool
+
 
 def cosine_schedule(step: int, total: int, start: float, end: float, warmup: int = 0) -> float:
     """Linear warmup from 0 to ``start``, then cosine decay to ``end``."""
@@ -72,6 +74,34 @@ def sample_captioned_batch(captions: list[list[str]], batch_size: int,
     idx = torch.randint(len(captions), (batch_size,), generator=generator)
     picks = torch.randint(1 << 30, (batch_size,), generator=generator).tolist()
     return idx, [captions[i][p % len(captions[i])] for i, p in zip(idx.tolist(), picks)]
+
+
+def sample_twin_batch(captions: list[list[str]], batch_size: int,
+                      generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+    """Like ``sample_captioned_batch`` on a twin pool (``data.render_twin_pool``): whole pairs.
+
+    Each of the ``batch_size // 2`` pairs brings a scene and its shape twin with the same
+    caption choice, so the two captions differ only in the dominant object's name: a hard
+    negative that only shape can tell apart.
+    """
+    pairs = torch.randint(len(captions) // 2, (batch_size // 2,), generator=generator)
+    picks = torch.randint(1 << 30, (batch_size // 2,), generator=generator).tolist()
+    idx = torch.stack([pairs * 2, pairs * 2 + 1], dim=1).flatten()
+    texts = [captions[i][picks[n // 2] % len(captions[i])] for n, i in enumerate(idx.tolist())]
+    return idx, texts
+
+
+def captioned_training_pool(images: int, size: int, shape_twins: bool):
+    """The image-text trainers' pool of ``images`` train-split images and its batch sampler.
+
+    With ``shape_twins`` the pool holds ``images // 2`` scenes, each with its shape twin
+    (``data.render_twin_pool``), sampled in pairs (``sample_twin_batch``).
+    """
+    if shape_twins:
+        print(f"rendering {images // 2} training scenes and their shape twins ...", flush=True)
+        return render_twin_pool("train", images // 2, size), sample_twin_batch
+    print(f"rendering {images} training scenes ...", flush=True)
+    return render_pool("train", images, size), sample_captioned_batch
 
 
 def training_report(recipe, log: Logger, train_seconds: float, parameters: int, metrics: dict,

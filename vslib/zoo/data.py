@@ -47,6 +47,40 @@ def render_pool(split: str, n: int, size: int = 64, *, start: int = 0, workers: 
     return ScenePool(images, labels, captions)
 
 
+def twin_label(seed: int, label_index: int) -> str:
+    """The class of a scene's shape twin: a different class, chosen by the seed."""
+    return synth.CLASSES[(label_index + 1 + seed % (len(synth.CLASSES) - 1)) % len(synth.CLASSES)]
+
+
+def _render_twin_chunk(args: tuple[str, int, int, int]) -> tuple[np.ndarray, list[int], list[list[str]]]:
+    split, start, n, size = args
+    scenes = []
+    for seed in range(start, start + n):
+        scene = synth.render_scene(seed, size, split=split)
+        scenes += [scene, synth.render_scene(seed, size, split=split, label=twin_label(seed, scene.label_index))]
+    images = np.stack([np.asarray(s.image, dtype=np.uint8) for s in scenes])
+    return images, [s.label_index for s in scenes], [list(s.captions) for s in scenes]
+
+
+def render_twin_pool(split: str, n: int, size: int = 64, *, start: int = 0, workers: int | None = None) -> ScenePool:
+    """``n`` scenes, each followed by its shape twin: 2n images, scene ``i`` at ``2i``, its twin at ``2i + 1``.
+
+    A twin is the same scene (background, colours, textures, layout, caption wording) with
+    the dominant object drawn as another class, so a scene and its twin differ only in that
+    object's shape, and their captions only in its name.
+    """
+    workers = workers or min(4, os.cpu_count() or 1)
+    chunk = max(1, -(-n // (workers * 4)))
+    jobs = [(split, start + i, min(chunk, n - i), size) for i in range(0, n, chunk)]
+    if workers == 1 or len(jobs) == 1:
+        parts = [_render_twin_chunk(j) for j in jobs]
+    else:
+        with ProcessPoolExecutor(workers) as ex:
+            parts = list(ex.map(_render_twin_chunk, jobs))
+    images = torch.from_numpy(np.concatenate([p[0] for p in parts])).permute(0, 3, 1, 2).contiguous()
+    return ScenePool(images, torch.tensor([lab for p in parts for lab in p[1]]), [c for p in parts for c in p[2]])
+
+
 def eval_pool(split: str = "test", per_class: int = 50, size: int = 64, *, small_objects: int = 0) -> ScenePool:
     """The balanced 10-class synthetic Imagenette set as a pool."""
     scenes = synth.eval_set(split, per_class=per_class, size=size, small_objects=small_objects)

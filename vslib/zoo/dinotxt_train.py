@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from vslib import dinotxt, synth
 from vslib.templates import IMAGENET_TEMPLATES
 from vslib.zoo import augment, checkpoint_path, common
-from vslib.zoo.data import eval_pool, render_pool
+from vslib.zoo.data import eval_pool
 
 
 @dataclass
@@ -45,6 +45,8 @@ class DinoTxtRecipe:
     # tower three times cheaper. Encoders read the length from the checkpoint config.
     text_context: int = 24
     eval_every: int = 500
+    # Batches of scenes and their shape twins (see the tiny-siglip2 recipe).
+    shape_twins: bool = True
 
 
 def build(r: DinoTxtRecipe, backbone_dir: Path) -> dinotxt.DinoTxtModel:
@@ -139,8 +141,7 @@ def train(out_dir: Path, recipe: DinoTxtRecipe | None = None, *, log_every: int 
                          "run python -m vslib.zoo.train tiny-dinov3 first")
     model = build(r, backbone_dir)
     g = torch.Generator().manual_seed(r.seed)
-    print(f"rendering {r.train_scenes} training scenes ...", flush=True)
-    pool = render_pool("train", r.train_scenes, model.image_size)
+    pool, sample = common.captioned_training_pool(r.train_scenes, model.image_size, r.shape_twins)
     print("caching frozen backbone tokens ...", flush=True)
     tokens = cached_tokens(model, pool.images)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -149,7 +150,7 @@ def train(out_dir: Path, recipe: DinoTxtRecipe | None = None, *, log_every: int 
     model.train()
     for step in range(r.steps):
         common.set_lr(opt, common.cosine_schedule(step, r.steps, r.lr, r.min_lr, r.warmup))
-        idx, texts = common.sample_captioned_batch(pool.captions, r.batch_size, g)
+        idx, texts = sample(pool.captions, r.batch_size, g)
         loss = train_step(model, opt, tokens[idx], texts)
         log.log(step, loss, lr=opt.param_groups[0]["lr"], scale=model.logit_scale.exp().item())
         if r.eval_every and (step + 1) % r.eval_every == 0 and step + 1 < r.steps:

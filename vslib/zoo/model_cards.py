@@ -76,6 +76,27 @@ def _parameters(report: dict) -> str:
             f"({report['parameters'] + frozen:,} in all)")
 
 
+def _objective(name: str, recipe: dict) -> str:
+    """The model's objective, with the recipe's optional training choices."""
+    text = DESCRIPTIONS[name]["objective"].format(**recipe)
+    if recipe.get("shape_twins"):
+        text += (" Batches are made of scenes and their shape twins (the same scene with the dominant object "
+                 "drawn as another class, `vslib.zoo.data.render_twin_pool`), whose captions differ only in "
+                 "the object's name.")
+    return text
+
+
+def _training_data(recipe: dict) -> str:
+    n = recipe.get("train_scenes")
+    if n is None:
+        return "n/a"
+    if recipe.get("shape_twins"):
+        what = f"{n:,} synthetic train-split images: {n // 2:,} scenes and their {n // 2:,} shape twins"
+    else:
+        what = f"{n:,} synthetic train-split scenes"
+    return f"{what} (`vslib.synth`, seeds disjoint from val/test)"
+
+
 def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.3f}" if value <= 1 else f"{value:.1f}"
@@ -98,9 +119,8 @@ def write_card(name: str, out: Path, report: dict, benchmark: dict | None = None
         f"| Architecture | {d['architecture']} |",
         f"| Parameters | {_parameters(report)} |",
         f"| Size on disk | {report.get('size_bytes', 0) / 1e6:.2f} MB |",
-        f"| Training data | {report['recipe'].get('train_scenes', 'n/a'):,} synthetic train-split scenes "
-        f"(`vslib.synth`, seeds disjoint from val/test) |",
-        f"| Objective | {d['objective']} |",
+        f"| Training data | {_training_data(report['recipe'])} |",
+        f"| Objective | {_objective(name, report['recipe'])} |",
         f"| Embedding | {d['embedding']} |",
         f"| Steps | {report['recipe']['steps']:,} |",
         f"| Training wall time | {report['train_seconds'] / 60:.1f} min on {report.get('machine', 'CPU')} |",

@@ -30,7 +30,7 @@ from transformers import (
 from vslib import synth
 from vslib.templates import IMAGENET_TEMPLATES
 from vslib.zoo import augment, common
-from vslib.zoo.data import ScenePool, eval_pool, render_pool
+from vslib.zoo.data import ScenePool, eval_pool
 
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
 SIGLIP_STD = (0.5, 0.5, 0.5)
@@ -61,6 +61,11 @@ class SiglipRecipe:
     init_logit_scale: float = math.log(10.0)
     init_logit_bias: float = -10.0
     crop_scale: tuple[float, float] = (0.6, 1.0)
+    # Train on scenes paired with their shape twins (data.render_twin_pool): each batch holds
+    # pairs that differ only in the dominant object's shape, and captions only in its name.
+    # Off for the bundled checkpoint: with it, recall@5 of colour+class queries rose from
+    # 0.675 to 0.725 but zero-shot top-1 stayed at 0.240.
+    shape_twins: bool = False
     seed: int = 0
 
 
@@ -217,14 +222,13 @@ def train(out_dir: Path, recipe: SiglipRecipe | None = None, *, log_every: int =
     torch.manual_seed(r.seed)
     g = torch.Generator().manual_seed(r.seed)
     model, tokenizer = build(r)
-    print(f"rendering {r.train_scenes} training scenes ...", flush=True)
-    pool = render_pool("train", r.train_scenes, r.image_size)
+    pool, sample = common.captioned_training_pool(r.train_scenes, r.image_size, r.shape_twins)
     opt = torch.optim.AdamW(common.param_groups(model, r.weight_decay), lr=r.lr)
     log = common.Logger(r.steps, log_every)
     model.train()
     for step in range(r.steps):
         common.set_lr(opt, common.cosine_schedule(step, r.steps, r.lr, r.min_lr, r.warmup))
-        idx, texts = common.sample_captioned_batch(pool.captions, r.batch_size, g)
+        idx, texts = sample(pool.captions, r.batch_size, g)
         x = augment.random_resized_crop(augment.to_float(pool.images[idx]), r.image_size, r.crop_scale,
                                         ratio=(0.9, 1.1), generator=g)
         x = augment.normalize(x, SIGLIP_MEAN, SIGLIP_STD)

@@ -51,7 +51,7 @@ def _train(name: str, out: Path, steps: int | None, quick: bool, run_eval: bool,
     if steps is not None:
         recipe.steps = steps
     if quick:
-        recipe.train_scenes = min(recipe.train_scenes, 2000)
+        recipe.train_scenes = min(recipe.train_scenes, 500)
     return trainer.train(out, recipe, run_eval=run_eval)
 
 
