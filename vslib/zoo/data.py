@@ -33,14 +33,19 @@ def _render_chunk(args: tuple[str, int, int, int]) -> tuple[np.ndarray, list[int
 
 def render_pool(split: str, n: int, size: int = 64, *, start: int = 0, workers: int | None = None) -> ScenePool:
     """Render ``n`` scenes of ``split`` (deterministic) in parallel processes."""
+    return _render_in_parallel(_render_chunk, split, n, size, start, workers)
+
+
+def _render_in_parallel(render_chunk, split: str, n: int, size: int, start: int, workers: int | None) -> ScenePool:
+    """Split seeds ``start .. start + n - 1`` into chunks, render them in processes, concatenate in order."""
     workers = workers or min(4, os.cpu_count() or 1)
     chunk = max(1, -(-n // (workers * 4)))
     jobs = [(split, start + i, min(chunk, n - i), size) for i in range(0, n, chunk)]
     if workers == 1 or len(jobs) == 1:
-        parts = [_render_chunk(j) for j in jobs]
+        parts = [render_chunk(j) for j in jobs]
     else:
         with ProcessPoolExecutor(workers) as ex:
-            parts = list(ex.map(_render_chunk, jobs))
+            parts = list(ex.map(render_chunk, jobs))
     images = torch.from_numpy(np.concatenate([p[0] for p in parts])).permute(0, 3, 1, 2).contiguous()
     labels = torch.tensor([lab for p in parts for lab in p[1]])
     captions = [c for p in parts for c in p[2]]
@@ -69,16 +74,7 @@ def render_twin_pool(split: str, n: int, size: int = 64, *, start: int = 0, work
     the dominant object drawn as another class, so a scene and its twin differ only in that
     object's shape, and their captions only in its name.
     """
-    workers = workers or min(4, os.cpu_count() or 1)
-    chunk = max(1, -(-n // (workers * 4)))
-    jobs = [(split, start + i, min(chunk, n - i), size) for i in range(0, n, chunk)]
-    if workers == 1 or len(jobs) == 1:
-        parts = [_render_twin_chunk(j) for j in jobs]
-    else:
-        with ProcessPoolExecutor(workers) as ex:
-            parts = list(ex.map(_render_twin_chunk, jobs))
-    images = torch.from_numpy(np.concatenate([p[0] for p in parts])).permute(0, 3, 1, 2).contiguous()
-    return ScenePool(images, torch.tensor([lab for p in parts for lab in p[1]]), [c for p in parts for c in p[2]])
+    return _render_in_parallel(_render_twin_chunk, split, n, size, start, workers)
 
 
 def eval_pool(split: str = "test", per_class: int = 50, size: int = 64, *, small_objects: int = 0) -> ScenePool:
