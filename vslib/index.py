@@ -457,8 +457,9 @@ class ImageIndex:
         matrix = self._as_matrix(array, "query")
         rows = self._search_rows(matrix, k, exact)
         hits = [
-            [SearchHit(self._records[int(key)].path, int(key), float(np.clip(1.0 - dist, -1.0, 1.0)))
-             for key, dist in zip(keys, distances) if int(key) in self._records]
+            [SearchHit(self._records[key].path, key, score)
+             for key, score in zip(keys.tolist(), np.clip(1.0 - distances, -1.0, 1.0).tolist())
+             if key in self._records]
             for keys, distances in rows
         ]
         return hits[0] if single else hits
