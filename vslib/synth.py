@@ -342,12 +342,25 @@ def _centre_range(shape: str, angle: float, radius: float) -> tuple[np.ndarray, 
     return low, np.maximum(low, high)
 
 
+def _draw_colour(rng: np.random.Generator, background: _Background,
+                 avoid: str | None = None) -> tuple[str, np.ndarray]:
+    """A colour name that stands out from the background (not ``avoid`` if others do), and its jittered RGB."""
+    palette = _contrasting_colors(background)
+    choices = [name for name in palette if name != avoid] or palette
+    color = choices[rng.integers(len(choices))]
+    return color, _jitter(rng, COLORS[color], 12)
+
+
+def _draw_pattern(rng: np.random.Generator) -> dict:
+    """Orientation, period and phase of a stripe or dot texture."""
+    return {"pattern_angle": float(rng.uniform(0, math.pi)), "pattern_period": float(rng.uniform(0.38, 0.5)),
+            "pattern_phase": rng.random(2)}
+
+
 def _sample_dominant(
     rng: np.random.Generator, shape: str, background: _Background, size: str | None
 ) -> _ObjectSpec:
-    palette = _contrasting_colors(background)
-    color = palette[rng.integers(len(palette))]
-    rgb = _jitter(rng, COLORS[color], 12)
+    color, rgb = _draw_colour(rng, background)
     texture = TEXTURES[rng.integers(len(TEXTURES))]
     drawn_size = SIZES[rng.integers(len(SIZES))]
     size = size or drawn_size
@@ -364,9 +377,7 @@ def _sample_dominant(
         radius=radius,
         center=center,
         angle=angle,
-        pattern_angle=float(rng.uniform(0, math.pi)),
-        pattern_period=float(rng.uniform(0.38, 0.5)),
-        pattern_phase=rng.random(2),
+        **_draw_pattern(rng),
         dominant=True,
     )
 
@@ -374,10 +385,7 @@ def _sample_dominant(
 def _sample_small(
     rng: np.random.Generator, shape: str, background: _Background, placed: list[_ObjectSpec]
 ) -> _ObjectSpec:
-    palette = _contrasting_colors(background)
-    others = [name for name in palette if name != placed[0].color] or palette
-    color = others[rng.integers(len(others))]
-    rgb = _jitter(rng, COLORS[color], 12)
+    color, rgb = _draw_colour(rng, background, avoid=placed[0].color)
     radius = float(rng.uniform(*SMALL_OBJECT_RADIUS))
     angle = math.radians(float(rng.uniform(-1, 1)) * _MAX_ROTATION[shape])
     low, high = _centre_range(shape, angle, radius)
@@ -583,17 +591,14 @@ def caption_vocabulary() -> list[str]:
 def _restyle(specs: list[_ObjectSpec], rng: np.random.Generator) -> tuple[_Background, list[_ObjectSpec]]:
     """A new background, and new colours and textures for the same shapes, sizes, poses and places."""
     background = _sample_background(rng)
-    palette = _contrasting_colors(background)
-    restyled = []
+    restyled: list[_ObjectSpec] = []
     for spec in specs:
-        others = [c for c in palette if not restyled or c != restyled[0].color] or palette
-        color = others[rng.integers(len(others))]
-        texture = TEXTURES[rng.integers(len(TEXTURES))] if spec.dominant else "solid"
-        restyled.append(dataclasses.replace(
-            spec, color=color, rgb=_jitter(rng, COLORS[color], 12), texture=texture,
-            pattern_angle=float(rng.uniform(0, math.pi)), pattern_period=float(rng.uniform(0.38, 0.5)),
-            pattern_phase=rng.random(2),
-        ))
+        color, rgb = _draw_colour(rng, background, avoid=restyled[0].color if restyled else None)
+        if spec.dominant:
+            texture = TEXTURES[rng.integers(len(TEXTURES))]
+            restyled.append(dataclasses.replace(spec, color=color, rgb=rgb, texture=texture, **_draw_pattern(rng)))
+        else:  # small objects stay solid, as sampled
+            restyled.append(dataclasses.replace(spec, color=color, rgb=rgb))
     return background, restyled
 
 
@@ -620,17 +625,19 @@ def render_appearances(seed: int, n: int, size: int = 64, *, split: str = "train
     for k in range(n):
         if k:
             background, specs = _restyle(specs, _rng(split_code, seed, _STREAM_RESTYLE + k))
-        pixels = _rng(split_code, seed, _STREAM_PIXELS if k == 0 else _STREAM_RESTYLE_PIXELS + k)
-        scenes.append(_paint(background, specs, size, pixels, _rng(split_code, seed, _STREAM_WORDS), seed, split))
+        pixels = _STREAM_PIXELS if k == 0 else _STREAM_RESTYLE_PIXELS + k
+        scenes.append(_paint(background, specs, size, split_code, seed, split, pixels))
     return scenes
 
 
-def _paint(background: _Background, specs: list[_ObjectSpec], size: int, pixels: np.random.Generator,
-           words: np.random.Generator, seed: int, split: str) -> Scene:
-    canvas = _paint_background(background, size, pixels)
+def _paint(background: _Background, specs: list[_ObjectSpec], size: int, split_code: int, seed: int, split: str,
+           pixel_stream: int = _STREAM_PIXELS) -> Scene:
+    """Draw the layout into an image (noise from ``pixel_stream``) and caption it."""
+    canvas = _paint_background(background, size, _rng(split_code, seed, pixel_stream))
     objects = [_paint_object(canvas, spec, size) for spec in specs]
     image = Image.fromarray(np.rint(np.clip(canvas, 0, 255)).astype(np.uint8), "RGB")
-    return Scene(image, objects, background.kind, _captions(words, objects, background.kind), seed, split)
+    captions = _captions(_rng(split_code, seed, _STREAM_WORDS), objects, background.kind)
+    return Scene(image, objects, background.kind, captions, seed, split)
 
 
 def _layout(
@@ -676,8 +683,7 @@ def _render(
         raise ValueError(f"unknown dominant_size {dominant_size!r}; use one of {SIZES}")
 
     background, specs = _layout(split_code, seed, small_objects, label, small_shapes, dominant_size)
-    return _paint(background, specs, size, _rng(split_code, seed, _STREAM_PIXELS),
-                  _rng(split_code, seed, _STREAM_WORDS), seed, split)
+    return _paint(background, specs, size, split_code, seed, split)
 
 
 def render_scene(

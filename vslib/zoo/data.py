@@ -26,7 +26,11 @@ class ScenePool:
 
 def _render_chunk(args: tuple[str, int, int, int]) -> tuple[np.ndarray, list[int], list[list[str]]]:
     split, start, n, size = args
-    scenes = synth.make_split(split, n, size=size, start=start)
+    return _chunk_arrays(synth.make_split(split, n, size=size, start=start))
+
+
+def _chunk_arrays(scenes: list[synth.Scene]) -> tuple[np.ndarray, list[int], list[list[str]]]:
+    """Images (N, S, S, 3) uint8, labels and captions of rendered scenes."""
     images = np.stack([np.asarray(s.image, dtype=np.uint8) for s in scenes])
     return images, [s.label_index for s in scenes], [list(s.captions) for s in scenes]
 
@@ -46,6 +50,11 @@ def _render_in_parallel(render_chunk, split: str, n: int, size: int, start: int,
     else:
         with ProcessPoolExecutor(workers) as ex:
             parts = list(ex.map(render_chunk, jobs))
+    return _pool_of(parts)
+
+
+def _pool_of(parts: list[tuple[np.ndarray, list[int], list[list[str]]]]) -> ScenePool:
+    """One pool from chunks of ``_chunk_arrays`` output, in order."""
     images = torch.from_numpy(np.concatenate([p[0] for p in parts])).permute(0, 3, 1, 2).contiguous()
     labels = torch.tensor([lab for p in parts for lab in p[1]])
     captions = [c for p in parts for c in p[2]]
@@ -63,8 +72,7 @@ def _render_twin_chunk(args: tuple[str, int, int, int]) -> tuple[np.ndarray, lis
     for seed in range(start, start + n):
         scene = synth.render_scene(seed, size, split=split)
         scenes += [scene, synth.render_scene(seed, size, split=split, label=twin_label(seed, scene.label_index))]
-    images = np.stack([np.asarray(s.image, dtype=np.uint8) for s in scenes])
-    return images, [s.label_index for s in scenes], [list(s.captions) for s in scenes]
+    return _chunk_arrays(scenes)
 
 
 def render_twin_pool(split: str, n: int, size: int = 64, *, start: int = 0, workers: int | None = None) -> ScenePool:
@@ -79,6 +87,4 @@ def render_twin_pool(split: str, n: int, size: int = 64, *, start: int = 0, work
 
 def eval_pool(split: str = "test", per_class: int = 50, size: int = 64, *, small_objects: int = 0) -> ScenePool:
     """The balanced 10-class synthetic Imagenette set as a pool."""
-    scenes = synth.eval_set(split, per_class=per_class, size=size, small_objects=small_objects)
-    images = torch.from_numpy(np.stack([np.asarray(s.image, dtype=np.uint8) for s in scenes])).permute(0, 3, 1, 2)
-    return ScenePool(images.contiguous(), torch.tensor([s.label_index for s in scenes]), [list(s.captions) for s in scenes])
+    return _pool_of([_chunk_arrays(synth.eval_set(split, per_class=per_class, size=size, small_objects=small_objects))])
