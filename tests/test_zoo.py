@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,19 +18,22 @@ def _first_vs_last(losses: list[float], k: int = 3) -> tuple[float, float]:
     return sum(losses[:k]) / k, sum(losses[-k:]) / k
 
 
-def _tiny_dino():
+def _tiny_dino(**options):
     torch.manual_seed(0)
-    r = dinov3.DinoRecipe(image_size=32, hidden_size=32, layers=2, heads=2, out_dim=64, head_hidden=64,
-                          bottleneck=32, local_crops=2, local_size=16, lr=2e-3)
+    settings = dict(image_size=32, patch_size=8, hidden_size=32, layers=2, heads=2, out_dim=64, head_hidden=64,
+                    bottleneck=32, local_crops=2, local_size=16, lr=2e-3, appearances=0, sinkhorn=False, koleo=0.0)
+    r = dinov3.DinoRecipe(**{**settings, **options})
     pool = render_pool("train", 16, 32, workers=1)
-    views = dinov3.make_views(pool.images, r, torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    views = dinov3.make_views(dinov3.view_sources(pool.images, torch.arange(len(pool)), r, g), r, g)
     return r, views, *dinov3.build(r)
 
 
-def test_dino_steps_reduce_the_loss_against_a_fixed_teacher():
+@pytest.mark.parametrize("options", [{}, {"sinkhorn": True, "koleo": 0.1}], ids=["centring", "sinkhorn-koleo"])
+def test_dino_steps_reduce_the_loss_against_a_fixed_teacher(options):
     # With the teacher and the centre held fixed (ema 1, centre momentum 1) the steps
     # must fit the student to the teacher's targets on the same views.
-    r, views, student, teacher, center = _tiny_dino()
+    r, views, student, teacher, center = _tiny_dino(**options)
     r.center_momentum = 1.0
     opt = torch.optim.AdamW(student.parameters(), lr=r.lr)
     losses = [dinov3.train_step(student, teacher, center, views, opt, r, ema=1.0) for _ in range(15)]
@@ -160,3 +164,41 @@ def test_shape_twins_differ_only_in_the_dominant_shape_and_come_in_pairs():
     for n in range(0, 8, 2):  # the same caption choice for both members of a pair
         i = idx[n].item()
         assert pool.captions[i].index(texts[n]) == pool.captions[i + 1].index(texts[n + 1])
+
+
+def test_sinkhorn_targets_spread_the_batch_over_the_prototypes():
+    # Logits where every sample prefers prototype 0: softmax would give it the whole
+    # batch, Sinkhorn-Knopp gives each prototype an equal share.
+    torch.manual_seed(0)
+    logits = torch.randn(64, 8) * 0.1
+    logits[:, 0] += 1.0
+    q = dinov3.sinkhorn_targets(logits, temp=0.1, iterations=10)
+    torch.testing.assert_close(q.sum(dim=1), torch.ones(64))
+    torch.testing.assert_close(q.sum(dim=0), torch.full((8,), 64 / 8), rtol=0.05, atol=0.05)
+    assert torch.softmax(logits / 0.1, dim=1).sum(dim=0)[0] > 50
+
+
+def test_koleo_loss_is_lower_for_spread_features():
+    spread = torch.eye(8)
+    crowded = torch.eye(8) * 0.1 + 1.0
+    assert dinov3.koleo_loss(spread) < dinov3.koleo_loss(crowded) - 1.0
+
+
+def test_appearance_views_share_geometry_and_the_globals_never_share_a_rendering():
+    from vslib.zoo.data import render_appearance_pool
+
+    pool = render_appearance_pool("train", 5, 3, 32, workers=1)
+    assert len(pool) == 15
+    assert all(len(set(pool.labels[i * 3:(i + 1) * 3].tolist())) == 1 for i in range(5))
+    first = synth.render_appearances(2, 3, 32)
+    for a in range(3):
+        assert torch.equal(pool.images[2 * 3 + a], torch.from_numpy(np.asarray(first[a].image)).permute(2, 0, 1))
+    r = dinov3.DinoRecipe(appearances=3, local_crops=2)
+    idx = torch.arange(5).repeat(20)
+    sources = dinov3.view_sources(pool.images, idx, r, torch.Generator().manual_seed(0))
+    assert len(sources) == 4
+    g0, g1 = sources[0], sources[1]
+    assert not any(torch.equal(g0[n], g1[n]) for n in range(len(idx)))
+    for view in sources:  # every view is one of the scene's own renderings
+        for n, i in enumerate(idx.tolist()):
+            assert any(torch.equal(view[n], pool.images[i * 3 + a]) for a in range(3))

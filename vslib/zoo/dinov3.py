@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from transformers import DINOv3ViTConfig, DINOv3ViTImageProcessor, DINOv3ViTModel
 
 from vslib.zoo import augment, common
-from vslib.zoo.data import eval_pool, render_pool
+from vslib.zoo.data import eval_pool, render_appearance_pool, render_pool
 
 
 @dataclass
@@ -25,14 +25,14 @@ class DinoRecipe:
     """Hyper-parameters of the tiny-dinov3 run (recorded in the model card)."""
 
     image_size: int = 64
-    patch_size: int = 8
+    patch_size: int = 16
     hidden_size: int = 96
     layers: int = 4
     heads: int = 3
     mlp_ratio: int = 4
     registers: int = 4
-    train_scenes: int = 20000
-    steps: int = 1200
+    train_scenes: int = 8000
+    steps: int = 1500
     batch_size: int = 64
     local_crops: int = 3
     local_size: int = 32
@@ -41,7 +41,7 @@ class DinoRecipe:
     global_scale: tuple[float, float] = (0.5, 1.0)
     local_scale: tuple[float, float] = (0.15, 0.5)
     channel_shuffle: float = 0.8
-    lr: float = 1.5e-3
+    lr: float = 6e-4
     min_lr: float = 1e-5
     warmup: int = 100
     weight_decay: float = 0.04
@@ -53,6 +53,12 @@ class DinoRecipe:
     center_momentum: float = 0.9
     ema_start: float = 0.99
     monitor_every: int = 200
+    # Views from different renderings of a scene (same geometry, new background, colours
+    # and textures; ``synth.render_appearances``): 0 crops every view from one rendering.
+    appearances: int = 4
+    # DINOv2's Sinkhorn-Knopp teacher targets instead of centring, and its KoLeo spreading term.
+    sinkhorn: bool = True
+    koleo: float = 0.1
     seed: int = 0
 
 
@@ -89,14 +95,48 @@ class DinoNet(nn.Module):
         super().__init__()
         self.backbone, self.head = backbone, head
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(pixel_values=x).pooler_output)
+    def forward(self, x: torch.Tensor, with_features: bool = False):
+        features = self.backbone(pixel_values=x).pooler_output
+        out = self.head(features)
+        return (out, features) if with_features else out
 
 
-def dino_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], center: torch.Tensor,
+@torch.no_grad()
+def sinkhorn_targets(logits: torch.Tensor, temp: float, iterations: int = 3) -> torch.Tensor:
+    """Teacher targets with equal mass on every prototype over the batch (Sinkhorn-Knopp).
+
+    Rows (samples) and columns (prototypes) of ``exp(logits / temp)`` are normalised in
+    turn, so no prototype can take the whole batch: the collapse that centring alone
+    only slows down.
+    """
+    q = torch.exp((logits - logits.max()) / temp).T  # (prototypes, batch)
+    q /= q.sum()
+    k, b = q.shape
+    for _ in range(iterations):
+        q /= q.sum(dim=1, keepdim=True) * k
+        q /= q.sum(dim=0, keepdim=True) * b
+    return (q * b).T
+
+
+def koleo_loss(features: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Kozachenko-Leonenko spreading term: minus the mean log distance to the nearest neighbour."""
+    x = F.normalize(features, dim=-1)
+    dots = x @ x.T
+    dots.fill_diagonal_(-2.0)
+    nearest = dots.argmax(dim=1)
+    return -torch.log((x - x[nearest]).norm(dim=-1) + eps).mean()
+
+
+def dino_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], center: torch.Tensor | None,
               student_temp: float, teacher_temp: float) -> torch.Tensor:
-    """Cross-entropy between each teacher global view and every other student view."""
-    targets = [F.softmax((t - center) / teacher_temp, dim=-1) for t in teacher]
+    """Cross-entropy between each teacher global view and every other student view.
+
+    With ``center=None`` the teacher targets come from ``sinkhorn_targets``.
+    """
+    if center is None:
+        targets = [sinkhorn_targets(t, teacher_temp) for t in teacher]
+    else:
+        targets = [F.softmax((t - center) / teacher_temp, dim=-1) for t in teacher]
     logps = [F.log_softmax(s / student_temp, dim=-1) for s in student]
     total, n = 0.0, 0
     for i, t in enumerate(targets):
@@ -108,10 +148,27 @@ def dino_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], center: 
     return total / n
 
 
-def make_views(images: torch.Tensor, r: DinoRecipe, g: torch.Generator) -> list[torch.Tensor]:
-    x = augment.to_float(images)
+def view_sources(pool_images: torch.Tensor, idx: torch.Tensor, r: DinoRecipe,
+                 g: torch.Generator) -> list[torch.Tensor]:
+    """The image each view is cropped from: one per view, from a scene's renderings when ``r.appearances``.
+
+    The two global views always come from two different renderings, so the teacher and
+    the student never see the same colours, textures or background.
+    """
+    n_views = 2 + r.local_crops
+    if not r.appearances:
+        return [pool_images[idx]] * n_views
+    a = r.appearances
+    first = torch.randint(a, idx.shape, generator=g)
+    second = (first + 1 + torch.randint(a - 1, idx.shape, generator=g)) % a
+    picks = [first, second] + [torch.randint(a, idx.shape, generator=g) for _ in range(r.local_crops)]
+    return [pool_images[idx * a + p] for p in picks]
+
+
+def make_views(sources: list[torch.Tensor], r: DinoRecipe, g: torch.Generator) -> list[torch.Tensor]:
     views = []
-    for k in range(2 + r.local_crops):
+    for k, images in enumerate(sources):
+        x = augment.to_float(images)
         size, scale = (r.image_size, r.global_scale) if k < 2 else (r.local_size, r.local_scale)
         v = augment.random_resized_crop(x, size, scale, generator=g)
         v = augment.random_channel_permutation(v, r.channel_shuffle, generator=g)
@@ -156,11 +213,14 @@ def train_step(student: DinoNet, teacher: DinoNet, center: torch.Tensor, views: 
     """One DINO step: teacher on the global views, student on all views, EMA and centre updates."""
     with torch.no_grad():
         t_out = [teacher(v) for v in views[:2]]
-    s_out = [student(views[0]), student(views[1])]
+    s_global, features = student(torch.cat(views[:2]), with_features=True)
+    s_out = list(s_global.chunk(2))
     n_local = len(views) - 2
     if n_local:
         s_out += list(student(torch.cat(views[2:])).chunk(n_local))
-    loss = dino_loss(s_out, t_out, center, r.student_temp, r.teacher_temp)
+    loss = dino_loss(s_out, t_out, None if r.sinkhorn else center, r.student_temp, r.teacher_temp)
+    if r.koleo:
+        loss = loss + r.koleo * sum(koleo_loss(f) for f in features.chunk(2)) / 2
     opt.zero_grad(set_to_none=True)
     loss.backward()
     nn.utils.clip_grad_norm_(student.parameters(), 3.0)
@@ -186,8 +246,14 @@ def train(out_dir: Path, recipe: DinoRecipe | None = None, *, log_every: int = 5
     r = recipe or DinoRecipe()
     torch.manual_seed(r.seed)
     g = torch.Generator().manual_seed(r.seed)
-    print(f"rendering {r.train_scenes} training scenes ...", flush=True)
-    pool = render_pool("train", r.train_scenes, r.image_size)
+    if r.appearances:
+        print(f"rendering {r.train_scenes} training scenes, {r.appearances} renderings each ...", flush=True)
+        pool = render_appearance_pool("train", r.train_scenes, r.appearances, r.image_size)
+        n_scenes = r.train_scenes
+    else:
+        print(f"rendering {r.train_scenes} training scenes ...", flush=True)
+        pool = render_pool("train", r.train_scenes, r.image_size)
+        n_scenes = len(pool)
 
     student, teacher, center = build(r)
     monitor = _monitor(r.image_size) if r.monitor_every and r.steps >= r.monitor_every else None
@@ -196,8 +262,8 @@ def train(out_dir: Path, recipe: DinoRecipe | None = None, *, log_every: int = 5
     student.train()
     for step in range(r.steps):
         common.set_lr(opt, common.cosine_schedule(step, r.steps, r.lr, r.min_lr, r.warmup))
-        idx = torch.randint(len(pool), (r.batch_size,), generator=g)
-        views = make_views(pool.images[idx], r, g)
+        idx = torch.randint(n_scenes, (r.batch_size,), generator=g)
+        views = make_views(view_sources(pool.images, idx, r, g), r, g)
         m = 1 - (1 - r.ema_start) * (1 + torch.cos(torch.tensor(torch.pi * step / r.steps)).item()) / 2
         loss = train_step(student, teacher, center, views, opt, r, ema=m)
         if monitor is not None and (step + 1) % r.monitor_every == 0:

@@ -79,6 +79,15 @@ def _parameters(report: dict) -> str:
 def _objective(name: str, recipe: dict) -> str:
     """The model's objective, with the recipe's optional training choices."""
     text = DESCRIPTIONS[name]["objective"].format(**recipe)
+    if recipe.get("appearances"):
+        text += (f" Each scene is rendered {recipe['appearances']} times with the same geometry and a new "
+                 "background, new colours and new textures (`vslib.synth.render_appearances`); every view is "
+                 "cropped from one of these renderings and the two global views from two different ones, so "
+                 "what the views share is the scene's shapes, not its colours.")
+    if recipe.get("sinkhorn"):
+        text += " Teacher targets by Sinkhorn-Knopp instead of centring (as in DINOv2)."
+    if recipe.get("koleo"):
+        text += f" KoLeo term on the student's CLS features, weight {recipe['koleo']}."
     if recipe.get("shape_twins"):
         text += (" Batches are made of scenes and their shape twins (the same scene with the dominant object "
                  "drawn as another class, `vslib.zoo.data.render_twin_pool`), whose captions differ only in "
@@ -90,7 +99,10 @@ def _training_data(recipe: dict) -> str:
     n = recipe.get("train_scenes")
     if n is None:
         return "n/a"
-    if recipe.get("shape_twins"):
+    if recipe.get("appearances"):
+        a = recipe["appearances"]
+        what = f"{n:,} synthetic train-split scenes, {a} renderings each ({n * a:,} images)"
+    elif recipe.get("shape_twins"):
         what = f"{n:,} synthetic train-split images: {n // 2:,} scenes and their {n // 2:,} shape twins"
     else:
         what = f"{n:,} synthetic train-split scenes"

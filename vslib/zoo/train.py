@@ -27,7 +27,14 @@ def _override(recipe, assignments: list[str]) -> None:
         if not sep or not hasattr(recipe, key):
             raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with a field of {type(recipe).__name__}")
         current = getattr(recipe, key)
-        parsed = tuple(float(v) for v in value.split(",")) if isinstance(current, tuple) else type(current)(value)
+        if isinstance(current, tuple):
+            parsed = tuple(float(v) for v in value.split(","))
+        elif isinstance(current, bool):
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise SystemExit(f"--set {item!r}: {key} takes true or false")
+            parsed = value.lower() in ("true", "1")
+        else:
+            parsed = type(current)(value)
         setattr(recipe, key, parsed)
 
 
