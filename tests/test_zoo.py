@@ -120,8 +120,9 @@ def test_dinotxt_steps_reduce_the_loss_and_keep_the_backbone_frozen(tmp_path: Pa
     torch.manual_seed(0)
     tiny_backbone().save_pretrained(tmp_path / "backbone")
     r = dinotxt_train.DinoTxtRecipe(embed_dim=16, text_width=32, text_layers=1, text_heads=2, head_heads=2,
-                                    bpe_merges=50, lr=3e-3)
+                                    bpe_merges=50, lr=3e-3, image_size=0)
     model = dinotxt_train.build(r, tmp_path / "backbone")
+    assert model.image_size == 32  # image_size=0: the backbone's own
     before = dinotxt.backbone_sha256(model.backbone)
     pool = render_pool("train", 16, 32, workers=1)
     tokens = dinotxt_train.cached_tokens(model, pool.images)

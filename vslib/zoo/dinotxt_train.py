@@ -47,6 +47,10 @@ class DinoTxtRecipe:
     eval_every: int = 500
     # Batches of scenes and their shape twins (see the tiny-siglip2 recipe).
     shape_twins: bool = True
+    # Input side in pixels, 0 for the backbone's own. Like the released dino.txt, which reads
+    # 224 px crops, the head may read the frozen backbone at another resolution than the
+    # backbone's training: at 128 px the patch-16 tiny-dinov3 gives an 8 x 8 grid of patch tokens.
+    image_size: int = 128
 
 
 def build(r: DinoTxtRecipe, backbone_dir: Path) -> dinotxt.DinoTxtModel:
@@ -65,7 +69,7 @@ def build(r: DinoTxtRecipe, backbone_dir: Path) -> dinotxt.DinoTxtModel:
         backbone_num_register_tokens=bb.num_register_tokens, patch_size=bb.patch_size,
         head_blocks=r.head_blocks, head_heads=r.head_heads, text_vocab_size=tokenizer.vocab_size,
         text_context_length=r.text_context, text_width=r.text_width, text_layers=r.text_layers,
-        text_heads=r.text_heads, image_size=bb.image_size, resize_size=bb.image_size,
+        text_heads=r.text_heads, image_size=r.image_size or bb.image_size, resize_size=r.image_size or bb.image_size,
     )
     torch.manual_seed(r.seed)
     return dinotxt.DinoTxtModel(config, backbone, tokenizer)
@@ -105,10 +109,13 @@ def train_step(model: dinotxt.DinoTxtModel, opt: torch.optim.Optimizer, tokens: 
 
 
 @torch.no_grad()
-def evaluate(model: dinotxt.DinoTxtModel, size: int = 64) -> dict:
-    """Zero-shot top-1/top-5 on the synthetic Imagenette test split (80 templates and one)."""
+def evaluate(model: dinotxt.DinoTxtModel, size: int | None = None) -> dict:
+    """Zero-shot top-1/top-5 on the synthetic Imagenette test split (80 templates and one).
+
+    Scenes are rendered at ``size`` (default: the model's input size).
+    """
     model.eval()
-    pool = eval_pool("test", per_class=50, size=size)
+    pool = eval_pool("test", per_class=50, size=size or model.image_size)
     image = F.normalize(model.embed_backbone_tokens(cached_tokens(model, pool.images)), dim=-1)
 
     def class_emb(templates) -> torch.Tensor:

@@ -9,8 +9,8 @@ DESCRIPTIONS = {
     "tiny-dinov3": {
         "architecture": "transformers `DINOv3ViTModel` (ViT with RoPE, {registers} register tokens), "
         "{layers} layers, width {hidden_size}, {heads} heads, patch {patch_size}, {image_size} px input.",
-        "objective": "DINO self-distillation without labels: student and EMA teacher, centring and "
-        "sharpening of the teacher output, multi-crop (2 global {image_size} px crops, "
+        "objective": "DINO self-distillation without labels: student and EMA teacher, sharpened "
+        "teacher output, multi-crop (2 global {image_size} px crops, "
         "{local_crops} local {local_size} px crops), {out_dim} prototypes.",
         "embedding": "CLS token after the final norm (`pooler_output`), {hidden_size}-d.",
     },
@@ -26,7 +26,7 @@ DESCRIPTIONS = {
     },
     "tiny-dinotxt": {
         "architecture": "the dino.txt recipe in miniature: frozen `tiny-dinov3` backbone (bit-identical "
-        "weights, checked by sha256), a {head_blocks}-block vision head, a causal text transformer "
+        "weights, checked by sha256) read at {image_size} px, a {head_blocks}-block vision head, a causal text transformer "
         "({text_layers} layers, width {text_width}) with a CLIP BPE tokenizer (context {text_context}).",
         "objective": "CLIP symmetric cross-entropy with a learned temperature; only the head, the "
         "text tower and the temperature train.",
@@ -84,8 +84,9 @@ def _objective(name: str, recipe: dict) -> str:
                  "background, new colours and new textures (`vslib.synth.render_appearances`); every view is "
                  "cropped from one of these renderings and the two global views from two different ones, so "
                  "what the views share is the scene's shapes, not its colours.")
-    if recipe.get("sinkhorn"):
-        text += " Teacher targets by Sinkhorn-Knopp instead of centring (as in DINOv2)."
+    if name == "tiny-dinov3":
+        text += (" Teacher targets balanced over the prototypes by Sinkhorn-Knopp (as in DINOv2)."
+                 if recipe.get("sinkhorn") else " Teacher output centred (as in DINO).")
     if recipe.get("koleo"):
         text += f" KoLeo term on the student's CLS features, weight {recipe['koleo']}."
     if recipe.get("shape_twins"):
