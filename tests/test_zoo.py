@@ -193,7 +193,7 @@ def test_appearance_views_share_geometry_and_the_globals_never_share_a_rendering
     assert all(len(set(pool.labels[i * 3:(i + 1) * 3].tolist())) == 1 for i in range(5))
     first = synth.render_appearances(2, 3, 32)
     for a in range(3):
-        assert torch.equal(pool.images[2 * 3 + a], torch.from_numpy(np.asarray(first[a].image)).permute(2, 0, 1))
+        assert torch.equal(pool.images[2 * 3 + a], torch.from_numpy(np.array(first[a].image)).permute(2, 0, 1))
     r = dinov3.DinoRecipe(appearances=3, local_crops=2)
     idx = torch.arange(5).repeat(20)
     sources = dinov3.view_sources(pool.images, idx, r, torch.Generator().manual_seed(0))
