@@ -83,7 +83,7 @@ def _objective(name: str, recipe: dict) -> str:
         text += (f" Each scene is rendered {recipe['appearances']} times with the same geometry and a new "
                  "background, new colours and new textures (`vslib.synth.render_appearances`); every view is "
                  "cropped from one of these renderings and the two global views from two different ones, so "
-                 "what the views share is the scene's shapes, not its colours.")
+                 "what the views share is mainly the scene's geometry (colours coincide only by chance).")
     if name == "tiny-dinov3":
         text += (" Teacher targets balanced over the prototypes by Sinkhorn-Knopp (as in DINOv2)."
                  if recipe.get("sinkhorn") else " Teacher output centred (as in DINO).")
