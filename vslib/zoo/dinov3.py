@@ -1,8 +1,14 @@
 """Train ``tiny-dinov3``: a transformers ``DINOv3ViTModel`` learned by DINO self-distillation.
 
-No labels are used: a student network matches the sharpened, centred output of an
+No labels are used: a student network matches the sharpened output of an
 exponential-moving-average teacher across multi-crop views of the same scene
 (Caron et al., 2021). Labels only enter the evaluation (20-NN on frozen CLS features).
+
+Crops of one rendering share its background and colours, and a tiny ViT matches views by
+those. The recipe therefore crops each view from another rendering of the scene's geometry
+(``synth.render_appearances``), and, as DINOv2 does, balances the teacher targets by
+Sinkhorn-Knopp and spreads the features with a KoLeo term; without KoLeo the loss stays at
+``ln(out_dim)`` and nothing is learned.
 """
 
 from __future__ import annotations
