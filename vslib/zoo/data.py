@@ -86,8 +86,9 @@ def render_twin_pool(split: str, n: int, size: int = 64, *, start: int = 0, work
     return _render_in_parallel(_render_twin_chunk, split, n, size, start, workers)
 
 
-def _render_appearance_chunk(args: tuple[str, int, int, int, int]) -> tuple[np.ndarray, list[int], list[list[str]]]:
-    split, start, n, size, appearances = args
+def _render_appearance_chunk(appearances: int,
+                             args: tuple[str, int, int, int]) -> tuple[np.ndarray, list[int], list[list[str]]]:
+    split, start, n, size = args
     scenes = []
     for seed in range(start, start + n):
         scenes += synth.render_appearances(seed, appearances, size, split=split)
@@ -101,11 +102,7 @@ def render_appearance_pool(split: str, n: int, appearances: int, size: int = 64,
     Rendering ``a`` of scene ``i`` is image ``i * appearances + a``; the renderings of a
     scene share its geometry (shapes, sizes, poses, places) and nothing else.
     """
-    return _render_in_parallel(functools.partial(_render_appearance_with, appearances), split, n, size, start, workers)
-
-
-def _render_appearance_with(appearances: int, args: tuple[str, int, int, int]):
-    return _render_appearance_chunk((*args, appearances))
+    return _render_in_parallel(functools.partial(_render_appearance_chunk, appearances), split, n, size, start, workers)
 
 
 def eval_pool(split: str = "test", per_class: int = 50, size: int = 64, *, small_objects: int = 0) -> ScenePool:

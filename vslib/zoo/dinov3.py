@@ -255,11 +255,9 @@ def train(out_dir: Path, recipe: DinoRecipe | None = None, *, log_every: int = 5
     if r.appearances:
         print(f"rendering {r.train_scenes} training scenes, {r.appearances} renderings each ...", flush=True)
         pool = render_appearance_pool("train", r.train_scenes, r.appearances, r.image_size)
-        n_scenes = r.train_scenes
     else:
         print(f"rendering {r.train_scenes} training scenes ...", flush=True)
         pool = render_pool("train", r.train_scenes, r.image_size)
-        n_scenes = len(pool)
 
     student, teacher, center = build(r)
     monitor = _monitor(r.image_size) if r.monitor_every and r.steps >= r.monitor_every else None
@@ -268,7 +266,7 @@ def train(out_dir: Path, recipe: DinoRecipe | None = None, *, log_every: int = 5
     student.train()
     for step in range(r.steps):
         common.set_lr(opt, common.cosine_schedule(step, r.steps, r.lr, r.min_lr, r.warmup))
-        idx = torch.randint(n_scenes, (r.batch_size,), generator=g)
+        idx = torch.randint(r.train_scenes, (r.batch_size,), generator=g)
         views = make_views(view_sources(pool.images, idx, r, g), r, g)
         m = 1 - (1 - r.ema_start) * (1 + torch.cos(torch.tensor(torch.pi * step / r.steps)).item()) / 2
         loss = train_step(student, teacher, center, views, opt, r, ema=m)
