@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vslib import synth
-from vslib.zoo import BUNDLED, augment, checkpoint_path, dinov3, siglip
+from vslib.zoo import BUNDLED, augment, checkpoint_path, common, dinov3, siglip
 from vslib.zoo.data import render_pool
 
 
@@ -61,7 +61,8 @@ def test_siglip_steps_reduce_the_loss_on_a_fixed_batch():
     x = augment.normalize(augment.to_float(pool.images), siglip.SIGLIP_MEAN, siglip.SIGLIP_STD)
     ids = siglip.tokenize(tokenizer, texts, r.max_length)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = [siglip.train_step(model, opt, x, ids, texts) for _ in range(20)]
+    positives = common.caption_positives(texts, pool.facts)
+    losses = [siglip.train_step(model, opt, x, ids, positives) for _ in range(20)]
     first, last = _first_vs_last(losses)
     assert last < first * 0.8, losses
 
@@ -129,7 +130,8 @@ def test_dinotxt_steps_reduce_the_loss_and_keep_the_backbone_frozen(tmp_path: Pa
     texts = [c[0] for c in pool.captions]
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=r.lr)
     model.train()
-    losses = [dinotxt_train.train_step(model, opt, tokens, texts) for _ in range(20)]
+    positives = common.caption_positives(texts, pool.facts)
+    losses = [dinotxt_train.train_step(model, opt, tokens, texts, positives) for _ in range(20)]
     first, last = _first_vs_last(losses)
     assert last < first * 0.8, losses
     assert dinotxt.backbone_sha256(model.backbone) == before
@@ -142,14 +144,43 @@ def test_multi_positive_loss_treats_identical_captions_as_matches():
     image = torch.stack([emb[0], emb[1], emb[2]])
     text = torch.stack([emb[1], emb[0], emb[2]])  # images 0 and 1 each match the other's text
     scale = torch.tensor([3.0])
-    same_caption = multi_positive_clip_loss(image, text, scale, ["a red star", "a red star", "a ring"])
-    different = multi_positive_clip_loss(image, text, scale, ["a red star", "a blue star", "a ring"])
+    same_caption = multi_positive_clip_loss(image, text, scale, common.caption_positives(
+        ["a red star", "a red star", "a ring"], [], true_captions=False))
+    different = multi_positive_clip_loss(image, text, scale, common.caption_positives(
+        ["a red star", "a blue star", "a ring"], [], true_captions=False))
     # With identical captions the swap is no error; with different ones it is heavily penalised.
     assert same_caption < different - 1.0
 
 
+def test_caption_positives_count_every_true_caption_and_only_those():
+    scenes = synth.make_split("train", 300, size=16)
+    red, other = (next(s for s in scenes if s.label == "star" and (s.objects[0].color == "red") == want)
+                  for want in (True, False))
+    ring = next(s for s in scenes if s.label == "ring")
+    texts = ["a star", "a red star on a plain background", "a ring"]
+    facts = [synth.scene_facts(s) for s in (red, other, ring)]
+    loose = common.caption_positives(texts, facts)
+    assert loose[0].tolist() == [True, True, False]  # "a star" is true of both stars
+    assert loose[1].tolist() == [red.background == "plain", False, False]
+    assert loose[2].tolist() == [False, False, True]
+    strict = common.caption_positives(["a star", "a star", "a ring"], facts, true_captions=False)
+    assert strict.tolist() == [[True, True, False], [True, True, False], [False, False, True]]
+
+
+def test_every_scene_caption_states_only_facts_of_its_scene():
+    scenes = synth.make_split("val", 400, size=16)
+    for scene in scenes:
+        facts = synth.scene_facts(scene)
+        for caption in scene.captions:
+            claims = synth.caption_facts(caption)
+            assert f"shape:{scene.label}" in claims and claims <= facts, (caption, claims - facts)
+    mentions = [c for s in scenes for c in s.captions if " and a" in c]
+    assert mentions and all(any(f.startswith("small:") for f in synth.caption_facts(c)) for c in mentions)
+    assert synth.caption_facts("a striped blue heart on a striped background") == {
+        "texture:striped", "color:blue", "shape:heart", "background:stripes"}
+
+
 def test_shape_twins_differ_only_in_the_dominant_shape_and_come_in_pairs():
-    from vslib.zoo import common
     from vslib.zoo.data import render_twin_pool
 
     pool = render_twin_pool("train", 6, 32, workers=1)
@@ -158,6 +189,7 @@ def test_shape_twins_differ_only_in_the_dominant_shape_and_come_in_pairs():
         a, b = pool.captions[2 * i], pool.captions[2 * i + 1]
         la, lb = synth.CLASSES[pool.labels[2 * i]], synth.CLASSES[pool.labels[2 * i + 1]]
         assert la != lb
+        assert pool.facts[2 * i] - pool.facts[2 * i + 1] == {f"shape:{la}"}  # the pool's facts follow the twin
         assert [c.replace(f"an {la}", f"a {la}").replace(la, "X") for c in a] == \
             [c.replace(f"an {lb}", f"a {lb}").replace(lb, "X") for c in b]
     idx, texts = common.sample_twin_batch(pool.captions, 8, torch.Generator().manual_seed(0))

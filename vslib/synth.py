@@ -585,6 +585,51 @@ def caption_vocabulary() -> list[str]:
     return sorted(words)
 
 
+_SMALL_MENTION = re.compile(r" and an? small ([a-z]+) ([a-z]+)")
+_BACKGROUND_OF_WORD = {word: kind for kind, word in _BACKGROUND_WORDS.items()}
+
+
+def scene_facts(scene: Scene) -> frozenset[str]:
+    """Everything a caption may state about a scene, as ``kind:value`` strings.
+
+    The dominant object's ``shape``, ``color``, ``size`` and ``texture``, the
+    ``background`` kind, and one ``small:<color> <shape>`` per small object. A caption
+    is true of a scene when ``caption_facts(caption) <= scene_facts(scene)``; the
+    image-text trainers of ``vslib.zoo`` use this to count every true caption in a
+    batch as a positive, not only the image's own.
+    """
+    dom = scene.objects[0]
+    facts = {f"shape:{dom.shape}", f"color:{dom.color}", f"size:{dom.size}", f"texture:{dom.texture}",
+             f"background:{scene.background}"}
+    facts |= {f"small:{o.color} {o.shape}" for o in scene.small_objects}
+    return frozenset(facts)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def caption_facts(caption: str) -> frozenset[str]:
+    """The facts (in ``scene_facts``' terms) that a caption of this generator states.
+
+    It reads the words that ``Scene.captions`` are built from: class, colour, size and
+    texture words describe the dominant object, ``<word> background`` the background,
+    and ``and a small <color> <shape>`` a small object. Other words carry no facts.
+    """
+    text = caption.lower()
+    facts = {f"small:{color} {shape}" for color, shape in _SMALL_MENTION.findall(text)}
+    tokens = _tokens(_SMALL_MENTION.sub("", text))
+    for i, token in enumerate(tokens):
+        if token in _BACKGROUND_OF_WORD and tokens[i + 1:i + 2] == ["background"]:
+            facts.add(f"background:{_BACKGROUND_OF_WORD[token]}")
+        elif token in CLASSES:
+            facts.add(f"shape:{token}")
+        elif token in COLORS:
+            facts.add(f"color:{token}")
+        elif token in SIZES:
+            facts.add(f"size:{token}")
+        elif token in TEXTURES:
+            facts.add(f"texture:{token}")
+    return frozenset(facts)
+
+
 # --------------------------------------------------------------------------- public API
 
 

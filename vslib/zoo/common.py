@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from vslib import synth
 from vslib.zoo.data import render_pool, render_twin_pool
 
 
@@ -49,6 +50,20 @@ def knn_top1(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: 
     votes = torch.zeros(test_feats.shape[0], num_classes)
     votes.scatter_add_(1, train_labels[idx], weights)
     return (votes.argmax(1) == test_labels).float().mean().item()
+
+
+def caption_positives(texts: list[str], facts: list[frozenset[str]], true_captions: bool = True) -> torch.Tensor:
+    """Which captions of a batch are positives for which images: a (texts, images) bool matrix.
+
+    Caption ``t`` was drawn for image ``t``. With ``true_captions`` it is a positive for
+    every image it is true of (``synth.caption_facts(t) <= facts[i]``): "a star" for every
+    star of the batch. Otherwise it is a positive only for the images whose own caption is
+    the same string, and a true caption worded differently counts as a negative.
+    """
+    if not true_captions:
+        return torch.tensor([[a == b for b in texts] for a in texts])
+    claims = [synth.caption_facts(t) for t in texts]
+    return torch.tensor([[c <= f for f in facts] for c in claims])
 
 
 class Logger:

@@ -15,25 +15,34 @@ from vslib import synth
 
 @dataclass
 class ScenePool:
-    """A split's scenes as one uint8 tensor (N, 3, S, S) plus labels and captions."""
+    """A split's scenes as one uint8 tensor (N, 3, S, S) plus labels, captions and facts.
+
+    ``facts[i]`` is ``synth.scene_facts`` of scene ``i``: what a caption may truly say of it.
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
     captions: list[list[str]]
+    facts: list[frozenset[str]]
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
 
-def _render_chunk(args: tuple[str, int, int, int]) -> tuple[np.ndarray, list[int], list[list[str]]]:
+# One process's share of a pool: images (N, S, S, 3) uint8, labels, captions, facts.
+Chunk = tuple[np.ndarray, list[int], list[list[str]], list[frozenset[str]]]
+
+
+def _render_chunk(args: tuple[str, int, int, int]) -> Chunk:
     split, start, n, size = args
     return _chunk_arrays(synth.make_split(split, n, size=size, start=start))
 
 
-def _chunk_arrays(scenes: list[synth.Scene]) -> tuple[np.ndarray, list[int], list[list[str]]]:
-    """Images (N, S, S, 3) uint8, labels and captions of rendered scenes."""
+def _chunk_arrays(scenes: list[synth.Scene]) -> Chunk:
+    """Images (N, S, S, 3) uint8, labels, captions and facts of rendered scenes."""
     images = np.stack([np.asarray(s.image, dtype=np.uint8) for s in scenes])
-    return images, [s.label_index for s in scenes], [list(s.captions) for s in scenes]
+    return (images, [s.label_index for s in scenes], [list(s.captions) for s in scenes],
+            [synth.scene_facts(s) for s in scenes])
 
 
 def render_pool(split: str, n: int, size: int = 64, *, start: int = 0, workers: int | None = None) -> ScenePool:
@@ -54,12 +63,12 @@ def _render_in_parallel(render_chunk, split: str, n: int, size: int, start: int,
     return _pool_of(parts)
 
 
-def _pool_of(parts: list[tuple[np.ndarray, list[int], list[list[str]]]]) -> ScenePool:
+def _pool_of(parts: list[Chunk]) -> ScenePool:
     """One pool from chunks of ``_chunk_arrays`` output, in order."""
     images = torch.from_numpy(np.concatenate([p[0] for p in parts])).permute(0, 3, 1, 2).contiguous()
     labels = torch.tensor([lab for p in parts for lab in p[1]])
     captions = [c for p in parts for c in p[2]]
-    return ScenePool(images, labels, captions)
+    return ScenePool(images, labels, captions, [f for p in parts for f in p[3]])
 
 
 def twin_label(seed: int, label_index: int) -> str:
@@ -67,7 +76,7 @@ def twin_label(seed: int, label_index: int) -> str:
     return synth.CLASSES[(label_index + 1 + seed % (len(synth.CLASSES) - 1)) % len(synth.CLASSES)]
 
 
-def _render_twin_chunk(args: tuple[str, int, int, int]) -> tuple[np.ndarray, list[int], list[list[str]]]:
+def _render_twin_chunk(args: tuple[str, int, int, int]) -> Chunk:
     split, start, n, size = args
     scenes = []
     for seed in range(start, start + n):
@@ -87,7 +96,7 @@ def render_twin_pool(split: str, n: int, size: int = 64, *, start: int = 0, work
 
 
 def _render_appearance_chunk(appearances: int,
-                             args: tuple[str, int, int, int]) -> tuple[np.ndarray, list[int], list[list[str]]]:
+                             args: tuple[str, int, int, int]) -> Chunk:
     split, start, n, size = args
     scenes = []
     for seed in range(start, start + n):

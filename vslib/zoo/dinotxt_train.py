@@ -47,6 +47,8 @@ class DinoTxtRecipe:
     eval_every: int = 500
     # Batches of scenes and their shape twins (see the tiny-siglip2 recipe).
     shape_twins: bool = True
+    # Every caption is a positive for each image of the batch it is true of (tiny-siglip2's recipe).
+    true_captions: bool = True
     # Input side in pixels, 0 for the backbone's own. Like the released dino.txt, which reads
     # 224 px crops, the head may read the frozen backbone at another resolution than the
     # backbone's training: at 128 px the patch-16 tiny-dinov3 gives an 8 x 8 grid of patch tokens.
@@ -86,21 +88,25 @@ def cached_tokens(model: dinotxt.DinoTxtModel, images: torch.Tensor, batch: int 
 
 
 def multi_positive_clip_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
-                             texts: list[str]) -> torch.Tensor:
-    """CLIP's symmetric cross-entropy where pairs with identical captions are all positives."""
+                             positives: torch.Tensor) -> torch.Tensor:
+    """CLIP's symmetric cross-entropy with several positives per row, spread evenly over them.
+
+    ``positives`` is (texts, images) bool with a true diagonal (``common.caption_positives``).
+    """
     image, text = F.normalize(image, dim=-1), F.normalize(text, dim=-1)
-    logits = logit_scale.clamp(max=dinotxt.MAX_LOGIT_SCALE).exp() * image @ text.T
-    same = torch.tensor([[a == b for b in texts] for a in texts], dtype=logits.dtype)
-    targets = same / same.sum(1, keepdim=True)
-    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+    logits = logit_scale.clamp(max=dinotxt.MAX_LOGIT_SCALE).exp() * text @ image.T
+    p = positives.to(logits.dtype)
+    text_to_image = F.cross_entropy(logits, p / p.sum(1, keepdim=True))
+    image_to_text = F.cross_entropy(logits.T, p.T / p.T.sum(1, keepdim=True))
+    return (text_to_image + image_to_text) / 2
 
 
 def train_step(model: dinotxt.DinoTxtModel, opt: torch.optim.Optimizer, tokens: torch.Tensor,
-               texts: list[str]) -> float:
+               texts: list[str], positives: torch.Tensor) -> float:
     """One step on cached backbone tokens: head, text tower and temperature learn."""
     image = model.embed_backbone_tokens(tokens)
     text = model.encode_text(model.tokenize(texts))
-    loss = multi_positive_clip_loss(image, text, model.logit_scale, texts)
+    loss = multi_positive_clip_loss(image, text, model.logit_scale, positives)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
@@ -158,7 +164,8 @@ def train(out_dir: Path, recipe: DinoTxtRecipe | None = None, *, log_every: int 
     for step in range(r.steps):
         common.set_lr(opt, common.cosine_schedule(step, r.steps, r.lr, r.min_lr, r.warmup))
         idx, texts = sample(pool.captions, r.batch_size, g)
-        loss = train_step(model, opt, tokens[idx], texts)
+        positives = common.caption_positives(texts, [pool.facts[i] for i in idx.tolist()], r.true_captions)
+        loss = train_step(model, opt, tokens[idx], texts, positives)
         log.log(step, loss, lr=opt.param_groups[0]["lr"], scale=model.logit_scale.exp().item())
         if r.eval_every and (step + 1) % r.eval_every == 0 and step + 1 < r.steps:
             print(f"  step {step + 1}: zero-shot top-1 {evaluate(model)['zero_shot_top1_80_templates']:.3f}",

@@ -20,7 +20,7 @@ DESCRIPTIONS = {
         "width {width}, {heads} heads, patch {patch_size}, {image_size} px input, text padded to "
         "{max_length} tokens; word-level tokenizer over the caption vocabulary.",
         "objective": "SigLIP pairwise sigmoid loss, initialised with t' = log 10 and b = -10, "
-        "{warmup} warmup steps, batch {batch_size}; pairs with identical captions count as positives.",
+        "{warmup} warmup steps, batch {batch_size}.",
         "embedding": "image: attention-pooled vision output; text: last-token output through the "
         "text head; both {width}-d; scores are sigmoid(cos * exp(logit_scale) + logit_bias).",
     },
@@ -89,6 +89,10 @@ def _objective(name: str, recipe: dict) -> str:
                  if recipe.get("sinkhorn") else " Teacher output centred (as in DINO).")
     if recipe.get("koleo"):
         text += f" KoLeo term on the student's CLS features, weight {recipe['koleo']}."
+    if name != "tiny-dinov3":
+        text += (" A caption is a positive for every image of its batch that it is true of (\"a star\" for "
+                 "every star; `vslib.zoo.common.caption_positives`), the rest are negatives."
+                 if recipe.get("true_captions") else " Pairs with identical captions count as positives.")
     if recipe.get("shape_twins"):
         text += (" Batches are made of scenes and their shape twins (the same scene with the dominant object "
                  "drawn as another class, `vslib.zoo.data.render_twin_pool`), whose captions differ only in "

@@ -68,6 +68,9 @@ class SiglipRecipe:
     # Off for the bundled checkpoint: at patch 8, recall@5 of colour+class queries rose from
     # 0.675 to 0.725 but zero-shot top-1 stayed at 0.240.
     shape_twins: bool = False
+    # Count a caption as a positive for every image of the batch it is true of, not only for
+    # images whose caption is the same string (common.caption_positives).
+    true_captions: bool = True
     seed: int = 0
 
 
@@ -174,9 +177,9 @@ def color_class_recall_at_5(image_emb: torch.Tensor, text_emb_fn, scenes) -> flo
     return sum(hits) / len(hits)
 
 
-def evaluate(model: SiglipModel, tokenizer, size: int, max_length: int) -> dict:
-    scenes = synth.eval_set("test", per_class=50, size=size, small_objects=0)
-    pool = eval_pool("test", per_class=50, size=size)
+def evaluate(model: SiglipModel, tokenizer, size: int, max_length: int, split: str = "test") -> dict:
+    scenes = synth.eval_set(split, per_class=50, size=size, small_objects=0)
+    pool = eval_pool(split, per_class=50, size=size)
     img = image_embeddings(model, pool.images)
 
     def text_fn(texts):
@@ -194,12 +197,11 @@ def evaluate(model: SiglipModel, tokenizer, size: int, max_length: int) -> dict:
 
 
 def train_step(model: SiglipModel, opt: torch.optim.Optimizer, pixel_values: torch.Tensor,
-               input_ids: torch.Tensor, texts: list[str]) -> float:
-    """One optimiser step of the sigmoid loss; identical caption strings are positives."""
+               input_ids: torch.Tensor, positives: torch.Tensor) -> float:
+    """One optimiser step of the sigmoid loss; ``positives`` is (texts, images), see ``common.caption_positives``."""
     img = F.normalize(model.get_image_features(pixel_values=pixel_values).pooler_output, dim=-1)
     txt = F.normalize(model.get_text_features(input_ids=input_ids).pooler_output, dim=-1)
-    same = torch.tensor([[a == b for b in texts] for a in texts])
-    loss = sigmoid_loss(img, txt, model.logit_scale, model.logit_bias, same)
+    loss = sigmoid_loss(img, txt, model.logit_scale, model.logit_bias, positives)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -235,7 +237,8 @@ def train(out_dir: Path, recipe: SiglipRecipe | None = None, *, log_every: int =
                                         ratio=(0.9, 1.1), generator=g)
         x = augment.normalize(x, SIGLIP_MEAN, SIGLIP_STD)
         ids = tokenize(tokenizer, texts, r.max_length)
-        loss = train_step(model, opt, x, ids, texts)
+        positives = common.caption_positives(texts, [pool.facts[i] for i in idx.tolist()], r.true_captions)
+        loss = train_step(model, opt, x, ids, positives)
         log.log(step, loss, lr=opt.param_groups[0]["lr"], t=model.logit_scale.exp().item(),
                 b=model.logit_bias.item())
     train_seconds = log.elapsed()
