@@ -54,7 +54,7 @@ class SiglipRecipe:
     # the text tower four times cheaper. Encoders read the length from the checkpoint.
     max_length: int = 16
     train_scenes: int = 30000
-    steps: int = 5000
+    steps: int = 6500
     batch_size: int = 128
     lr: float = 1e-3
     min_lr: float = 1e-5
