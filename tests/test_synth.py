@@ -311,3 +311,29 @@ def test_render_appearances_keep_geometry_and_change_the_rest():
     assert all(np.array_equal(np.asarray(a.image), np.asarray(b.image)) for a, b in zip(renderings, again))
     with pytest.raises(ValueError, match="n must be >= 1"):
         synth.render_appearances(7, 0)
+
+
+def test_reposed_renderings_keep_the_objects_and_move_them():
+    plain = synth.render_appearances(11, 4, 64, split="val")
+    moved = synth.render_appearances(11, 4, 64, split="val", repose=True)
+    first = moved[0]
+    assert np.array_equal(np.asarray(first.image), np.asarray(plain[0].image))
+    for other, restyled in zip(moved[1:], plain[1:]):
+        assert [(o.shape, o.size) for o in other.objects] == [(o.shape, o.size) for o in first.objects]
+        # the same colours and background as without repose: only poses and places change
+        assert (other.background, [o.color for o in other.objects]) == (
+            restyled.background, [o.color for o in restyled.objects])
+        assert other.objects[0].box != first.objects[0].box
+    # across many scenes the dominant object lands elsewhere and small objects keep clear of each other
+    shifts = []
+    for seed in range(40):
+        a, b = synth.render_appearances(seed, 2, 64, split="val", repose=True)
+        centre = lambda o: np.array([(o.box[0] + o.box[2]) / 2, (o.box[1] + o.box[3]) / 2])
+        shifts.append(np.linalg.norm(centre(a.objects[0]) - centre(b.objects[0])))
+        small = b.small_objects
+        for i, o in enumerate(small):
+            for q in small[i + 1:]:
+                assert np.linalg.norm(centre(o) - centre(q)) > 4
+    assert np.median(shifts) > 5
+    again = synth.render_appearances(11, 4, 64, split="val", repose=True)
+    assert all(np.array_equal(np.asarray(a.image), np.asarray(b.image)) for a, b in zip(moved, again))

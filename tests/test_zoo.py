@@ -226,6 +226,11 @@ def test_appearance_views_share_geometry_and_the_globals_never_share_a_rendering
     first = synth.render_appearances(2, 3, 32)
     for a in range(3):
         assert torch.equal(pool.images[2 * 3 + a], torch.from_numpy(np.array(first[a].image)).permute(2, 0, 1))
+    reposed = render_appearance_pool("train", 3, 3, 32, repose=True, workers=1)
+    moved = synth.render_appearances(2, 3, 32, repose=True)
+    for a in range(3):
+        assert torch.equal(reposed.images[2 * 3 + a], torch.from_numpy(np.array(moved[a].image)).permute(2, 0, 1))
+    assert not torch.equal(reposed.images[2 * 3 + 1], pool.images[2 * 3 + 1])
     r = dinov3.DinoRecipe(appearances=3, local_crops=2)
     idx = torch.arange(5).repeat(20)
     sources = dinov3.view_sources(pool.images, idx, r, torch.Generator().manual_seed(0))

@@ -388,6 +388,15 @@ def _sample_small(
     color, rgb = _draw_colour(rng, background, avoid=placed[0].color)
     radius = float(rng.uniform(*SMALL_OBJECT_RADIUS))
     angle = math.radians(float(rng.uniform(-1, 1)) * _MAX_ROTATION[shape])
+    return _ObjectSpec(
+        shape=shape, color=color, rgb=rgb, texture="solid", size="small",
+        radius=radius, center=_small_centre(rng, shape, angle, radius, placed), angle=angle,
+    )
+
+
+def _small_centre(rng: np.random.Generator, shape: str, angle: float, radius: float,
+                  placed: list[_ObjectSpec]) -> np.ndarray:
+    """A centre for a small object that keeps clear of the objects already placed (best of a few tries)."""
     low, high = _centre_range(shape, angle, radius)
     candidates = low + rng.random((_PLACEMENT_TRIES, 2)) * (high - low)
     # Clearance from each placed object: the dominant one may be overlapped a little
@@ -397,11 +406,7 @@ def _sample_small(
         needed = other.radius + (0.6 if other.dominant else 1.0) * radius
         slack = np.minimum(slack, np.linalg.norm(candidates - other.center, axis=1) - needed)
     fits = np.flatnonzero(slack >= 0)
-    best = fits[0] if fits.size else int(np.argmax(slack))
-    return _ObjectSpec(
-        shape=shape, color=color, rgb=rgb, texture="solid", size="small",
-        radius=radius, center=candidates[best], angle=angle,
-    )
+    return candidates[fits[0] if fits.size else int(np.argmax(slack))]
 
 
 # --------------------------------------------------------------------------- painting
@@ -647,8 +652,23 @@ def _restyle(specs: list[_ObjectSpec], rng: np.random.Generator) -> tuple[_Backg
     return background, restyled
 
 
-def render_appearances(seed: int, n: int, size: int = 64, *, split: str = "train") -> list[Scene]:
-    """``n`` renderings of one scene that share its geometry and nothing else.
+def _repose(specs: list[_ObjectSpec], rng: np.random.Generator) -> list[_ObjectSpec]:
+    """The same objects (shapes and sizes) at new rotations and places."""
+    moved: list[_ObjectSpec] = []
+    for spec in specs:
+        angle = math.radians(float(rng.uniform(-1, 1)) * _MAX_ROTATION[spec.shape])
+        if spec.dominant:
+            low, high = _centre_range(spec.shape, angle, spec.radius)
+            center = low + rng.random(2) * (high - low)
+        else:
+            center = _small_centre(rng, spec.shape, angle, spec.radius, moved)
+        moved.append(dataclasses.replace(spec, angle=angle, center=center))
+    return moved
+
+
+def render_appearances(seed: int, n: int, size: int = 64, *, split: str = "train",
+                       repose: bool = False) -> list[Scene]:
+    """``n`` renderings of one scene that share its geometry (or, with ``repose``, its objects) and nothing else.
 
     Introduced in chapter 1's exercises.
 
@@ -656,6 +676,8 @@ def render_appearances(seed: int, n: int, size: int = 64, *, split: str = "train
     keep every object's shape, size, rotation and position but draw a new background, new
     colours and new textures, and their captions name the new colours. How close an
     encoder keeps the embeddings of such renderings measures how much of it is shape.
+    With ``repose=True`` the other renderings also turn and move every object, so they
+    share only the objects' shapes and sizes.
 
     Raises:
         ValueError: If ``n < 1`` or the split, seed or size is invalid.
@@ -669,7 +691,10 @@ def render_appearances(seed: int, n: int, size: int = 64, *, split: str = "train
     scenes = []
     for k in range(n):
         if k:
-            background, specs = _restyle(specs, _rng(split_code, seed, _STREAM_RESTYLE + k))
+            rng = _rng(split_code, seed, _STREAM_RESTYLE + k)
+            background, specs = _restyle(specs, rng)
+            if repose:
+                specs = _repose(specs, rng)
         pixels = _STREAM_PIXELS if k == 0 else _STREAM_RESTYLE_PIXELS + k
         scenes.append(_paint(background, specs, size, split_code, seed, split, pixels))
     return scenes

@@ -95,23 +95,25 @@ def render_twin_pool(split: str, n: int, size: int = 64, *, start: int = 0, work
     return _render_in_parallel(_render_twin_chunk, split, n, size, start, workers)
 
 
-def _render_appearance_chunk(appearances: int,
+def _render_appearance_chunk(appearances: int, repose: bool,
                              args: tuple[str, int, int, int]) -> Chunk:
     split, start, n, size = args
     scenes = []
     for seed in range(start, start + n):
-        scenes += synth.render_appearances(seed, appearances, size, split=split)
+        scenes += synth.render_appearances(seed, appearances, size, split=split, repose=repose)
     return _chunk_arrays(scenes)
 
 
 def render_appearance_pool(split: str, n: int, appearances: int, size: int = 64, *, start: int = 0,
-                           workers: int | None = None) -> ScenePool:
+                           repose: bool = False, workers: int | None = None) -> ScenePool:
     """``n`` scenes, each as ``appearances`` renderings (``synth.render_appearances``), scene-major.
 
     Rendering ``a`` of scene ``i`` is image ``i * appearances + a``; the renderings of a
-    scene share its geometry (shapes, sizes, poses, places) and nothing else.
+    scene share its geometry (shapes, sizes, poses, places) and nothing else, or with
+    ``repose`` only its objects' shapes and sizes.
     """
-    return _render_in_parallel(functools.partial(_render_appearance_chunk, appearances), split, n, size, start, workers)
+    render = functools.partial(_render_appearance_chunk, appearances, repose)
+    return _render_in_parallel(render, split, n, size, start, workers)
 
 
 def eval_pool(split: str = "test", per_class: int = 50, size: int = 64, *, small_objects: int = 0) -> ScenePool:
