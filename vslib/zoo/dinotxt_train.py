@@ -34,7 +34,10 @@ class DinoTxtRecipe:
     text_heads: int = 4
     bpe_merges: int = 400
     train_scenes: int = 30000
-    steps: int = 1500
+    # 2,800 steps fit in 30 minutes on 2 CPU cores (22.7 min): zero-shot top-1 0.376 on the test
+    # split, against 0.270 after 1,500 (the monitor during training: 0.162, 0.252, 0.310, 0.356,
+    # 0.362 at steps 500 to 2,500).
+    steps: int = 2800
     batch_size: int = 128
     lr: float = 1e-3
     min_lr: float = 1e-5
