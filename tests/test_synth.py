@@ -325,10 +325,12 @@ def test_reposed_renderings_keep_the_objects_and_move_them():
             restyled.background, [o.color for o in restyled.objects])
         assert other.objects[0].box != first.objects[0].box
     # across many scenes the dominant object lands elsewhere and small objects keep clear of each other
+    def centre(o):
+        return np.array([(o.box[0] + o.box[2]) / 2, (o.box[1] + o.box[3]) / 2])
+
     shifts = []
     for seed in range(40):
         a, b = synth.render_appearances(seed, 2, 64, split="val", repose=True)
-        centre = lambda o: np.array([(o.box[0] + o.box[2]) / 2, (o.box[1] + o.box[3]) / 2])
         shifts.append(np.linalg.norm(centre(a.objects[0]) - centre(b.objects[0])))
         small = b.small_objects
         for i, o in enumerate(small):

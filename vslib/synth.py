@@ -357,6 +357,17 @@ def _draw_pattern(rng: np.random.Generator) -> dict:
             "pattern_phase": rng.random(2)}
 
 
+def _draw_angle(rng: np.random.Generator, shape: str) -> float:
+    """A rotation in radians within the shape's allowed range."""
+    return math.radians(float(rng.uniform(-1, 1)) * _MAX_ROTATION[shape])
+
+
+def _dominant_centre(rng: np.random.Generator, shape: str, angle: float, radius: float) -> np.ndarray:
+    """A uniform centre that keeps the dominant object inside the image."""
+    low, high = _centre_range(shape, angle, radius)
+    return low + rng.random(2) * (high - low)
+
+
 def _sample_dominant(
     rng: np.random.Generator, shape: str, background: _Background, size: str | None
 ) -> _ObjectSpec:
@@ -365,9 +376,8 @@ def _sample_dominant(
     drawn_size = SIZES[rng.integers(len(SIZES))]
     size = size or drawn_size
     radius = float(rng.uniform(*DOMINANT_RADIUS[size]))
-    angle = math.radians(float(rng.uniform(-1, 1)) * _MAX_ROTATION[shape])
-    low, high = _centre_range(shape, angle, radius)
-    center = low + rng.random(2) * (high - low)
+    angle = _draw_angle(rng, shape)
+    center = _dominant_centre(rng, shape, angle, radius)
     return _ObjectSpec(
         shape=shape,
         color=color,
@@ -387,7 +397,7 @@ def _sample_small(
 ) -> _ObjectSpec:
     color, rgb = _draw_colour(rng, background, avoid=placed[0].color)
     radius = float(rng.uniform(*SMALL_OBJECT_RADIUS))
-    angle = math.radians(float(rng.uniform(-1, 1)) * _MAX_ROTATION[shape])
+    angle = _draw_angle(rng, shape)
     return _ObjectSpec(
         shape=shape, color=color, rgb=rgb, texture="solid", size="small",
         radius=radius, center=_small_centre(rng, shape, angle, radius, placed), angle=angle,
@@ -656,10 +666,9 @@ def _repose(specs: list[_ObjectSpec], rng: np.random.Generator) -> list[_ObjectS
     """The same objects (shapes and sizes) at new rotations and places."""
     moved: list[_ObjectSpec] = []
     for spec in specs:
-        angle = math.radians(float(rng.uniform(-1, 1)) * _MAX_ROTATION[spec.shape])
+        angle = _draw_angle(rng, spec.shape)
         if spec.dominant:
-            low, high = _centre_range(spec.shape, angle, spec.radius)
-            center = low + rng.random(2) * (high - low)
+            center = _dominant_centre(rng, spec.shape, angle, spec.radius)
         else:
             center = _small_centre(rng, spec.shape, angle, spec.radius, moved)
         moved.append(dataclasses.replace(spec, angle=angle, center=center))

@@ -79,18 +79,19 @@ def _parameters(report: dict) -> str:
 def _objective(name: str, recipe: dict) -> str:
     """The model's objective, with the recipe's optional training choices."""
     text = DESCRIPTIONS[name]["objective"].format(**recipe)
-    if recipe.get("appearances") and recipe.get("repose"):
-        text += (f" Each scene is rendered {recipe['appearances']} times with the same objects (shapes and "
-                 "sizes) at new rotations and places, on a new background, in new colours and textures "
-                 "(`vslib.synth.render_appearances` with `repose=True`); every view is cropped from one of "
-                 "these renderings and the two global views from two different ones, so what the views share "
-                 "is mainly the shapes of the scene's objects (colours coincide only by chance). No view "
-                 "carries a class label: two scenes with the same shapes are still different scenes.")
-    elif recipe.get("appearances"):
-        text += (f" Each scene is rendered {recipe['appearances']} times with the same geometry and a new "
-                 "background, new colours and new textures (`vslib.synth.render_appearances`); every view is "
-                 "cropped from one of these renderings and the two global views from two different ones, so "
-                 "what the views share is mainly the scene's geometry (colours coincide only by chance).")
+    if recipe.get("appearances"):
+        if recipe.get("repose"):
+            drawn = ("the same objects (shapes and sizes) at new rotations and places, on a new background, in "
+                     "new colours and textures (`vslib.synth.render_appearances` with `repose=True`)")
+            shared, note = "the shapes of the scene's objects", (" No view carries a class label: two scenes "
+                                                                  "with the same shapes are still different scenes.")
+        else:
+            drawn = ("the same geometry and a new background, new colours and new textures "
+                     "(`vslib.synth.render_appearances`)")
+            shared, note = "the scene's geometry", ""
+        text += (f" Each scene is rendered {recipe['appearances']} times with {drawn}; every view is cropped from "
+                 "one of these renderings and the two global views from two different ones, so what the views "
+                 f"share is mainly {shared} (colours coincide only by chance).{note}")
     if name == "tiny-dinov3":
         text += (" Teacher targets balanced over the prototypes by Sinkhorn-Knopp (as in DINOv2)."
                  if recipe.get("sinkhorn") else " Teacher output centred (as in DINO).")
