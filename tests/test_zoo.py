@@ -240,3 +240,15 @@ def test_appearance_views_share_geometry_and_the_globals_never_share_a_rendering
     for view in sources:  # every view is one of the scene's own renderings
         for n, i in enumerate(idx.tolist()):
             assert any(torch.equal(view[n], pool.images[i * 3 + a]) for a in range(3))
+
+
+def test_pool_of_scenes_keeps_each_scene_with_its_labels_captions_and_facts():
+    from vslib.zoo.data import pool_of_scenes
+
+    scenes = synth.eval_set("val", per_class=2, size=16)
+    pool = pool_of_scenes(scenes)
+    assert len(pool) == len(scenes) == 20
+    for i, scene in enumerate(scenes):
+        assert np.array_equal(pool.images[i].permute(1, 2, 0).numpy(), np.asarray(scene.image))
+        assert synth.CLASSES[pool.labels[i]] == scene.label
+        assert pool.captions[i] == scene.captions and pool.facts[i] == synth.scene_facts(scene)

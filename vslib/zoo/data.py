@@ -116,6 +116,11 @@ def render_appearance_pool(split: str, n: int, appearances: int, size: int = 64,
     return _render_in_parallel(render, split, n, size, start, workers)
 
 
+def pool_of_scenes(scenes: list[synth.Scene]) -> ScenePool:
+    """Already rendered scenes as a pool, in order."""
+    return _pool_of([_chunk_arrays(scenes)])
+
+
 def eval_pool(split: str = "test", per_class: int = 50, size: int = 64, *, small_objects: int = 0) -> ScenePool:
     """The balanced 10-class synthetic Imagenette set as a pool."""
-    return _pool_of([_chunk_arrays(synth.eval_set(split, per_class=per_class, size=size, small_objects=small_objects))])
+    return pool_of_scenes(synth.eval_set(split, per_class=per_class, size=size, small_objects=small_objects))

@@ -32,7 +32,7 @@ from transformers import (
 from vslib import synth
 from vslib.templates import IMAGENET_TEMPLATES
 from vslib.zoo import augment, common
-from vslib.zoo.data import ScenePool, eval_pool
+from vslib.zoo.data import pool_of_scenes
 
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
 SIGLIP_STD = (0.5, 0.5, 0.5)
@@ -184,7 +184,7 @@ def color_class_recall_at_5(image_emb: torch.Tensor, text_emb_fn, scenes) -> flo
 
 def evaluate(model: SiglipModel, tokenizer, size: int, max_length: int, split: str = "test") -> dict:
     scenes = synth.eval_set(split, per_class=50, size=size, small_objects=0)
-    pool = eval_pool(split, per_class=50, size=size)
+    pool = pool_of_scenes(scenes)
     img = image_embeddings(model, pool.images)
 
     def text_fn(texts):
