@@ -36,7 +36,7 @@ DESCRIPTIONS = {
 }
 
 METRIC_NAMES = {
-    "knn20_top1": "20-NN top-1 on frozen CLS features (synthetic Imagenette test split)",
+    "knn20_top1": "20-NN top-1 on frozen image embeddings (synthetic Imagenette test split)",
     "zero_shot_top1_80_templates": "zero-shot top-1, 80-template ensemble",
     "zero_shot_top5_80_templates": "zero-shot top-5, 80-template ensemble",
     "zero_shot_top1_single_template": "zero-shot top-1, single template \"a photo of a {}.\"",
