@@ -21,7 +21,7 @@ import torch
 import vslib
 from vslib import synth
 from vslib.templates import IMAGENET_TEMPLATES
-from vslib.zoo import checkpoint_path, model_cards
+from vslib.zoo import checkpoint_path, common, model_cards
 
 RESULTS = Path(__file__).resolve().parent / "results" / "zoo_eval.json"
 
@@ -49,25 +49,15 @@ def load_seconds(name: str, repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def knn_top1(encoder, size: int) -> float:
+def knn_top1(encoder, size: int, test_emb: np.ndarray, test_labels: np.ndarray) -> float:
+    """20-NN top-1 of the test embeddings against a train-split gallery (``common.knn_top1``)."""
     gallery = synth.make_split("train", 5000, size, start=10_000_000)
-    test = synth.eval_set("test", per_class=50, size=size)
     g = encoder.encode_images([s.image for s in gallery], progress=False)
-    q = encoder.encode_images([s.image for s in test], progress=False)
-    gl = np.array([s.label_index for s in gallery])
-    sims = q @ g.T
-    idx = np.argsort(-sims, axis=1)[:, :20]
-    weights = np.exp(np.take_along_axis(sims, idx, 1) / 0.07)
-    votes = np.zeros((len(test), len(synth.CLASSES)))
-    for c in range(len(synth.CLASSES)):
-        votes[:, c] = (weights * (gl[idx] == c)).sum(1)
-    return float((votes.argmax(1) == np.array([s.label_index for s in test])).mean())
+    gl = torch.tensor([s.label_index for s in gallery])
+    return common.knn_top1(torch.from_numpy(g), gl, torch.from_numpy(test_emb), torch.from_numpy(test_labels), k=20)
 
 
-def zero_shot(encoder, size: int) -> dict[str, float]:
-    test = synth.eval_set("test", per_class=50, size=size)
-    img = encoder.encode_images([s.image for s in test], progress=False)
-    labels = np.array([s.label_index for s in test])
+def zero_shot(encoder, test: list[synth.Scene], img: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     ens = img @ _class_weights(encoder, IMAGENET_TEMPLATES).T
     single = img @ _class_weights(encoder, ["a photo of a {}."]).T
     keys = [(s.objects[0].color, s.objects[0].shape) for s in test]
@@ -111,11 +101,14 @@ def evaluate(name: str) -> dict:
     size = json.loads((path / "training.json").read_text())["recipe"].get("image_size", 64)
     out: dict = {"load_seconds": load_seconds(name),
                  "size_mb": sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6}
+    test = synth.eval_set("test", per_class=50, size=size)
+    img = enc.encode_images([s.image for s in test], progress=False)
+    labels = np.array([s.label_index for s in test])
     # 20-NN for every model, so the image-text models' image embeddings (trained with captions
     # that name the class) read as a reference for tiny-dinov3's label-free ones.
-    out["knn20_top1"] = knn_top1(enc, size)
+    out["knn20_top1"] = knn_top1(enc, size, img, labels)
     if name != "tiny-dinov3":
-        out.update(zero_shot(enc, size))
+        out.update(zero_shot(enc, test, img, labels))
         out.update(small_objects(enc, 2 * size))
     return out
 
