@@ -3,7 +3,10 @@
     python benchmarks/zoo_eval.py [--models tiny-dinov3 tiny-siglip2 tiny-dinotxt]
 
 Writes ``benchmarks/results/zoo_eval.json`` and rewrites each checkpoint's ``README.md``
-with these numbers. Everything is measured on held-out synthetic scenes.
+with these numbers. Everything is measured on held-out synthetic scenes: the natural
+``test`` split, where a scene follows its class's typical context with probability 0.7,
+and the ``mixed`` split (keys ``mixed/...``), where context is drawn independently of the
+class; the drop between the two measures how much a model relies on context.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 import torch
 
 import vslib
-from vslib import synth
+from vslib import copy_detection, lexicon, probes, synth
 from vslib.templates import IMAGENET_TEMPLATES
 from vslib.zoo import checkpoint_path, common, model_cards
 
@@ -94,6 +97,60 @@ def small_objects(encoder, size: int, n: int = 100) -> dict[str, float]:
     }
 
 
+def multilingual(encoder, img: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Zero-shot top-1 with each language's class prompts (``vslib.lexicon``), English included."""
+    out = {}
+    for lang in lexicon.LANGUAGES:
+        rows = []
+        for name in synth.CLASSES:
+            m = encoder.encode_texts(lexicon.class_prompts(lang, name), progress=False).mean(0)
+            rows.append(m / np.linalg.norm(m))
+        out[f"zero_shot_top1_{lang}"] = _topk(img @ np.stack(rows).T, labels, 1)
+    return out
+
+
+def modality_gap(encoder, test: list[synth.Scene], img: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Median cosine of each image with its own first caption, and of same-class image pairs."""
+    caps = encoder.encode_texts([s.captions[0] for s in test], progress=False)
+    gap = common.modality_gap(torch.from_numpy(img), torch.from_numpy(caps), torch.from_numpy(labels))
+    return {f"median_cos_{k}": v for k, v in gap.items()}
+
+
+def patch_map_peaks(encoder, size: int, n: int = 200) -> dict[str, float]:
+    """How often the top patch of "a {colour} {class}" for the dominant object lies on it (chapter 6's maps).
+
+    A patch counts as on the object when its cell's centre lies inside the object's box;
+    chance is the fraction of cells whose centre does.
+    """
+    hits, chance = [], []
+    for s in synth.make_split("test", n, size, small_objects=0):
+        dom = s.objects[0]
+        sim = probes.patch_similarity_map(encoder, s.image, f"a {dom.color} {dom.shape}")
+        x0, y0, x1, y1 = dom.box
+        inside = [x0 <= (a + c) / 2 < x1 and y0 <= (b + d) / 2 < y1
+                  for a, b, c, d in probes.cell_boxes(sim.shape, s.image.size)]
+        hits.append(inside[int(np.argmax(sim))])
+        chance.append(np.mean(inside))
+    return {"patch_peak_on_dominant": float(np.mean(hits)), "patch_peak_chance": float(np.mean(chance))}
+
+
+def split_metrics(name: str, enc, size: int, split: str) -> dict[str, float]:
+    """Every metric of one evaluation split (``test`` or ``mixed``)."""
+    test = synth.eval_set(split, per_class=50, size=size)
+    img = enc.encode_images([s.image for s in test], progress=False)
+    labels = np.array([s.label_index for s in test])
+    # 20-NN for every model, so the image-text models' image embeddings (trained with captions
+    # that name the class) read as a reference for tiny-dinov3's label-free ones.
+    out = {"knn20_top1": knn_top1(enc, size, img, labels),
+           "copy_detection_recall_at_1": copy_detection.copy_detection_recall(enc, [s.image for s in test])}
+    if name != "tiny-dinov3":
+        out.update(zero_shot(enc, test, img, labels))
+        out.update(modality_gap(enc, test, img, labels))
+    if name == "tiny-siglip2":
+        out.update(multilingual(enc, img, labels))
+    return out
+
+
 def evaluate(name: str) -> dict:
     torch.manual_seed(0)
     enc = vslib.load_encoder(name, device="cpu")
@@ -101,15 +158,12 @@ def evaluate(name: str) -> dict:
     size = json.loads((path / "training.json").read_text())["recipe"].get("image_size", 64)
     out: dict = {"load_seconds": load_seconds(name),
                  "size_mb": sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6}
-    test = synth.eval_set("test", per_class=50, size=size)
-    img = enc.encode_images([s.image for s in test], progress=False)
-    labels = np.array([s.label_index for s in test])
-    # 20-NN for every model, so the image-text models' image embeddings (trained with captions
-    # that name the class) read as a reference for tiny-dinov3's label-free ones.
-    out["knn20_top1"] = knn_top1(enc, size, img, labels)
+    out.update(split_metrics(name, enc, size, "test"))
+    out.update({f"mixed/{k}": v for k, v in split_metrics(name, enc, size, "mixed").items()})
     if name != "tiny-dinov3":
-        out.update(zero_shot(enc, test, img, labels))
         out.update(small_objects(enc, 2 * size))
+    if name == "tiny-dinotxt":
+        out.update(patch_map_peaks(enc, size))
     return out
 
 

@@ -339,3 +339,65 @@ def test_reposed_renderings_keep_the_objects_and_move_them():
     assert np.median(shifts) > 5
     again = synth.render_appearances(11, 4, 64, split="val", repose=True)
     assert all(np.array_equal(np.asarray(a.image), np.asarray(b.image)) for a, b in zip(moved, again))
+
+
+def test_typical_context_table_is_valid_and_each_class_has_its_own_first_tone():
+    firsts = [ctx.tones[0] for ctx in synth.TYPICAL_CONTEXT.values()]
+    assert sorted(synth.TYPICAL_CONTEXT) == sorted(synth.CLASSES)
+    assert len(set(firsts)) == len(synth.CLASSES)
+    for name, ctx in synth.TYPICAL_CONTEXT.items():
+        assert ctx.background in synth.BACKGROUNDS and ctx.texture in synth.TEXTURES
+        two_tone = ctx.background in ("gradient", "stripes")
+        tones = [np.array(synth.BACKGROUND_COLORS[t], np.float32) for t in ctx.tones[: 1 + two_tone]]
+        palette = synth._contrasting_colors(synth._Background(ctx.background, tones, 0.0, 0.1))
+        assert set(ctx.colors) <= set(palette), name
+
+
+def test_natural_splits_follow_the_typical_context_at_the_stated_rate_and_mixed_never():
+    n = 400
+    for split in ("train", "test"):
+        scenes = synth.make_split(split, n, 16)
+        typical = [s for s in scenes if s.context is not None]
+        # Binomial(400, 0.7): 3.5 standard deviations is about +-0.08.
+        assert abs(len(typical) / n - synth.CONTEXT_PROBABILITY) < 0.08
+        for s in typical:
+            ctx = synth.TYPICAL_CONTEXT[s.label]
+            assert s.context == s.label
+            assert s.background == ctx.background
+            assert s.objects[0].color in ctx.colors and s.objects[0].texture == ctx.texture
+    mixed = synth.make_split("mixed", n, 16)
+    assert all(s.context is None for s in mixed)
+    # In the mixed split a class shows up in many colours and on every background kind.
+    stars = [s for s in mixed if s.label == "star"]
+    assert len({s.objects[0].color for s in stars}) >= 5
+    assert {s.background for s in stars} == set(synth.BACKGROUNDS)
+
+
+def test_typical_scenes_show_their_class_tone_in_the_background():
+    scene = next(s for s in synth.make_split("val", 50, 64, small_objects=0)
+                 if s.context is not None and s.background == "plain")
+    tone = np.array(synth.BACKGROUND_COLORS[synth.TYPICAL_CONTEXT[scene.label].tones[0]], np.float32)
+    corner = pixels(scene)[:4, :4].reshape(-1, 3).astype(np.float32).mean(0)
+    assert np.abs(corner - tone).max() <= 8.5  # the tone's jitter
+
+
+def test_forcing_a_label_moves_a_typical_context_unless_the_context_class_is_kept():
+    seed = next(i for i in range(100) if synth.render_scene(i, 32, small_objects=0).context is not None)
+    free = synth.render_scene(seed, 64, small_objects=0)
+    other = next(c for c in synth.CLASSES if synth.TYPICAL_CONTEXT[c].background != free.background)
+    forced = synth.render_scene(seed, 64, small_objects=0, label=other)
+    assert forced.context == other and forced.background == synth.TYPICAL_CONTEXT[other].background
+    twin = synth.render_scene(seed, 64, small_objects=0, label=other, context_label=free.label)
+    assert twin.label == other and twin.context == free.label
+    assert (twin.background, twin.objects[0].color, twin.objects[0].texture) == (
+        free.background, free.objects[0].color, free.objects[0].texture)
+    assert not np.array_equal(pixels(twin), pixels(free))
+    with pytest.raises(ValueError, match="context_label"):
+        synth.render_scene(seed, 32, context_label="blob")
+
+
+def test_save_and_load_keep_the_context(tmp_path):
+    scenes = synth.make_split("test", 6, 32)
+    assert {s.context is None for s in scenes} == {True, False}
+    back = synth.load_scenes(tmp_path) if synth.save_scenes(scenes, tmp_path) else []
+    assert [s.context for s in back] == [s.context for s in scenes]

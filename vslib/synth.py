@@ -2,7 +2,13 @@
 
 Every scene has one dominant object (one of ten shape classes, with a colour, a
 texture, a size and a position) on a background, and optionally one to three small
-objects. Scenes come with captions that, like web alt-text, mostly describe the
+objects. As in photos, where golf balls lie on grass and parachutes hang in the sky
+(Xiao et al., 2020), category and context go together: each class has a typical
+background and typical colours and texture (:data:`TYPICAL_CONTEXT`), which a scene
+of the ``train``, ``val`` and ``test`` splits follows with probability
+:data:`CONTEXT_PROBABILITY`; otherwise its context is drawn at random. The ``mixed``
+split always draws the context at random, so the drop from ``test`` to ``mixed``
+measures how much a model relies on context rather than shape. Scenes come with captions that, like web alt-text, mostly describe the
 dominant object. The bundled tiny models are trained on these scenes, and the
 balanced 10-class :func:`eval_set` ("synthetic Imagenette") stands in for Imagenette.
 
@@ -71,7 +77,7 @@ BACKGROUND_COLORS: tuple[tuple[int, int, int], ...] = (
 SIZES: tuple[str, ...] = ("small", "medium", "large")
 TEXTURES: tuple[str, ...] = ("solid", "striped", "dotted")
 BACKGROUNDS: tuple[str, ...] = ("plain", "gradient", "noise", "stripes")
-SPLITS: tuple[str, ...] = ("train", "val", "test")
+SPLITS: tuple[str, ...] = ("train", "val", "test", "mixed")
 MAX_SMALL_OBJECTS = 3
 MIN_SIZE = 16
 MAX_SIZE = 2048
@@ -89,6 +95,49 @@ SMALL_COUNT_PROBS: tuple[float, ...] = (0.5, 0.25, 0.15, 0.1)
 SMALL_MENTION_PROB = 0.25
 _EDGE = 0.02
 _PLACEMENT_TRIES = 40
+
+
+
+@dataclass(frozen=True)
+class Context:
+    """A class's typical context: background kind and tones, object colours and texture.
+
+    Introduced in chapter 1.
+
+    Args:
+        background: One of ``BACKGROUNDS``.
+        tones: Indices into ``BACKGROUND_COLORS``: the first tone, then the second one
+            of two-tone backgrounds (gradient, stripes).
+        colors: The object colours (one is drawn), all of them standing out from the tones.
+        texture: One of ``TEXTURES``.
+    """
+
+    background: str
+    tones: tuple[int, int]
+    colors: tuple[str, str]
+    texture: str
+
+
+# The world's one table of class-typical contexts. Every class has its own first tone,
+# so background, tones, colours and texture together name the class.
+TYPICAL_CONTEXT: dict[str, Context] = {
+    "circle": Context("plain", (4, 8), ("yellow", "orange"), "solid"),
+    "square": Context("stripes", (1, 0), ("blue", "red"), "solid"),
+    "triangle": Context("gradient", (8, 3), ("green", "purple"), "striped"),
+    "star": Context("noise", (2, 6), ("yellow", "white"), "solid"),
+    "cross": Context("plain", (3, 0), ("red", "blue"), "solid"),
+    "ring": Context("gradient", (7, 9), ("orange", "white"), "dotted"),
+    "diamond": Context("stripes", (5, 4), ("purple", "red"), "dotted"),
+    "hexagon": Context("noise", (9, 7), ("yellow", "orange"), "striped"),
+    "heart": Context("plain", (0, 3), ("red", "purple"), "solid"),
+    "arrow": Context("gradient", (6, 2), ("white", "yellow"), "striped"),
+}
+# How often a scene of the natural splits follows its class's typical context. At most
+# 0.7 keeps the world no easier than photos: context alone then names the class of about
+# 0.7 + 0.3 / 10 = 73% of the scenes.
+CONTEXT_PROBABILITY = 0.7
+_SPLIT_CONTEXT_PROBABILITY = {"train": CONTEXT_PROBABILITY, "val": CONTEXT_PROBABILITY,
+                              "test": CONTEXT_PROBABILITY, "mixed": 0.0}
 
 _ROOT_ENTROPY = 0x5EED_5CE9E
 _STREAM_LAYOUT, _STREAM_PIXELS, _STREAM_WORDS = 0, 1, 2
@@ -139,6 +188,8 @@ class Scene:
         captions: Lowercase captions, most describing the dominant object only.
         seed: The scene's index within its split.
         split: One of ``SPLITS``.
+        context: The class whose typical context (:data:`TYPICAL_CONTEXT`) the scene
+            follows, or ``None`` where its context was drawn at random.
     """
 
     image: Image.Image
@@ -147,6 +198,7 @@ class Scene:
     captions: list[str]
     seed: int
     split: str
+    context: str | None = None
 
     @property
     def label(self) -> str:
@@ -313,10 +365,13 @@ def _jitter(rng: np.random.Generator, rgb: Sequence[int], amount: int) -> np.nda
     return np.clip(np.asarray(rgb, dtype=np.float32) + rng.integers(-amount, amount + 1, 3), 0, 255)
 
 
-def _sample_background(rng: np.random.Generator) -> _Background:
+def _sample_background(rng: np.random.Generator, context: Context | None = None) -> _Background:
+    """A background drawn at random, or of ``context``'s kind and tones (same draws either way)."""
     kind = BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
     first = int(rng.integers(len(BACKGROUND_COLORS)))
     second = (first + 1 + int(rng.integers(len(BACKGROUND_COLORS) - 1))) % len(BACKGROUND_COLORS)
+    if context is not None:
+        kind, (first, second) = context.background, context.tones
     angle = float(rng.uniform(0, math.pi))
     period = float(rng.uniform(0.07, 0.14))
     c1 = _jitter(rng, BACKGROUND_COLORS[first], 8)
@@ -369,10 +424,17 @@ def _dominant_centre(rng: np.random.Generator, shape: str, angle: float, radius:
 
 
 def _sample_dominant(
-    rng: np.random.Generator, shape: str, background: _Background, size: str | None
+    rng: np.random.Generator, shape: str, background: _Background, size: str | None,
+    context: Context | None = None,
 ) -> _ObjectSpec:
-    color, rgb = _draw_colour(rng, background)
+    if context is None:
+        color, rgb = _draw_colour(rng, background)
+    else:
+        color = context.colors[rng.integers(len(context.colors))]
+        rgb = _jitter(rng, COLORS[color], 12)
     texture = TEXTURES[rng.integers(len(TEXTURES))]
+    if context is not None:
+        texture = context.texture
     drawn_size = SIZES[rng.integers(len(SIZES))]
     size = size or drawn_size
     radius = float(rng.uniform(*DOMINANT_RADIUS[size]))
@@ -696,27 +758,28 @@ def render_appearances(seed: int, n: int, size: int = 64, *, split: str = "train
     size = _check_size(size)
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    background, specs = _layout(split_code, seed, None, None, (), None)
+    background, specs, context = _layout(split_code, seed, None, None, (), None)
     scenes = []
     for k in range(n):
         if k:
+            context = None
             rng = _rng(split_code, seed, _STREAM_RESTYLE + k)
             background, specs = _restyle(specs, rng)
             if repose:
                 specs = _repose(specs, rng)
         pixels = _STREAM_PIXELS if k == 0 else _STREAM_RESTYLE_PIXELS + k
-        scenes.append(_paint(background, specs, size, split_code, seed, split, pixels))
+        scenes.append(_paint(background, specs, size, split_code, seed, split, pixels, context=context))
     return scenes
 
 
 def _paint(background: _Background, specs: list[_ObjectSpec], size: int, split_code: int, seed: int, split: str,
-           pixel_stream: int = _STREAM_PIXELS) -> Scene:
+           pixel_stream: int = _STREAM_PIXELS, *, context: str | None = None) -> Scene:
     """Draw the layout into an image (noise from ``pixel_stream``) and caption it."""
     canvas = _paint_background(background, size, _rng(split_code, seed, pixel_stream))
     objects = [_paint_object(canvas, spec, size) for spec in specs]
     image = Image.fromarray(np.rint(np.clip(canvas, 0, 255)).astype(np.uint8), "RGB")
     captions = _captions(_rng(split_code, seed, _STREAM_WORDS), objects, background.kind)
-    return Scene(image, objects, background.kind, captions, seed, split)
+    return Scene(image, objects, background.kind, captions, seed, split, context)
 
 
 def _layout(
@@ -726,21 +789,29 @@ def _layout(
     label: str | None,
     small_shapes: Sequence[str],
     dominant_size: str | None,
-) -> tuple[_Background, list[_ObjectSpec]]:
+    context_label: str | None = None,
+) -> tuple[_Background, list[_ObjectSpec], str | None]:
+    """Background, object specs and the class whose typical context the scene follows (or ``None``).
+
+    A typical scene follows the context of ``context_label``, by default its own label.
+    """
     layout = _rng(split_code, seed, _STREAM_LAYOUT)
-    # Both draws happen even when forced, so forcing one leaves the rest unchanged.
+    # These draws happen even when forced, so forcing one leaves the rest unchanged.
     drawn_label = CLASSES[layout.integers(len(CLASSES))]
     drawn_count = int(layout.choice(len(SMALL_COUNT_PROBS), p=SMALL_COUNT_PROBS))
+    typical = layout.random() < _SPLIT_CONTEXT_PROBABILITY[SPLITS[split_code]]
     label = label or drawn_label
     n_small = drawn_count if small_objects is None else small_objects
+    context_name = (context_label or label) if typical else None
+    context = TYPICAL_CONTEXT[context_name] if context_name else None
 
-    background = _sample_background(layout)
-    specs = [_sample_dominant(layout, label, background, dominant_size)]
+    background = _sample_background(layout, context)
+    specs = [_sample_dominant(layout, label, background, dominant_size, context)]
     for k in range(n_small):
         drawn_shape = CLASSES[layout.integers(len(CLASSES))]
         shape = small_shapes[k] if k < len(small_shapes) else drawn_shape
         specs.append(_sample_small(layout, shape, background, specs))
-    return background, specs
+    return background, specs, context_name
 
 
 def _render(
@@ -751,6 +822,7 @@ def _render(
     label: str | None,
     small_shapes: Sequence[str] = (),
     dominant_size: str | None = None,
+    context_label: str | None = None,
 ) -> Scene:
     split_code = _check_split(split)
     seed = _check_seed(seed)
@@ -761,8 +833,11 @@ def _render(
     if dominant_size is not None and dominant_size not in SIZES:
         raise ValueError(f"unknown dominant_size {dominant_size!r}; use one of {SIZES}")
 
-    background, specs = _layout(split_code, seed, small_objects, label, small_shapes, dominant_size)
-    return _paint(background, specs, size, split_code, seed, split)
+    if context_label is not None:
+        _check_class(context_label, "context_label")
+    background, specs, context = _layout(split_code, seed, small_objects, label, small_shapes, dominant_size,
+                                         context_label)
+    return _paint(background, specs, size, split_code, seed, split, context=context)
 
 
 def render_scene(
@@ -772,6 +847,7 @@ def render_scene(
     split: str = "train",
     small_objects: int | None = None,
     label: str | None = None,
+    context_label: str | None = None,
 ) -> Scene:
     """Render one synthetic scene, deterministically from ``(split, seed)``.
 
@@ -780,20 +856,27 @@ def render_scene(
     Args:
         seed: The scene's index within its split (``>= 0``).
         size: Side of the square image in pixels (16 to 2048).
-        split: ``"train"``, ``"val"`` or ``"test"``; each has its own random stream.
+        split: ``"train"``, ``"val"``, ``"test"`` or ``"mixed"``; each has its own
+            random stream. Scenes of the first three follow their class's typical
+            context with probability ``CONTEXT_PROBABILITY``; ``mixed`` scenes never do.
         small_objects: Number of small objects (0 to 3); ``None`` draws it (half of
             the scenes have none).
         label: Class of the dominant object; ``None`` draws it.
+        context_label: The class whose typical context a typical scene follows;
+            ``None`` for the dominant object's own class. Setting it to the drawn
+            class while forcing ``label`` gives a shape twin: the same scene with
+            another shape.
 
     Returns:
-        The scene. Forcing ``label`` or ``small_objects`` keeps every other choice of
-        the seed (background, colours, layout) unchanged.
+        The scene. Forcing ``label`` or ``small_objects`` keeps the layout and whether
+        the scene follows a typical context; a typical scene's background, colour and
+        texture follow ``context_label`` (by default the forced class).
 
     Raises:
         ValueError: If the split, seed, size, label or small-object count is invalid.
         TypeError: If ``seed`` or ``size`` is not an integer.
     """
-    return _render(seed, size, split, small_objects, label)
+    return _render(seed, size, split, small_objects, label, context_label=context_label)
 
 
 def make_split(
@@ -873,7 +956,8 @@ def eval_set(
     Introduced in chapter 3.
 
     Args:
-        split: ``"test"`` for reported numbers, ``"val"`` for fitting thresholds.
+        split: ``"test"`` for reported numbers, ``"val"`` for fitting thresholds,
+            ``"mixed"`` for the same classes with context drawn independently of them.
         per_class: Scenes per class (``>= 1``).
         size: Image side in pixels.
         small_objects: Small objects per scene (default none: one object per image).
@@ -944,7 +1028,8 @@ def without_small_objects(scene: Scene) -> Scene:
         The same scene (same seed, split, size and dominant object) with no small objects.
     """
     dom = scene.objects[0]
-    return _render(scene.seed, scene.image.size[0], scene.split, 0, dom.shape, (), dom.size)
+    return _render(scene.seed, scene.image.size[0], scene.split, 0, dom.shape, (), dom.size,
+                   context_label=scene.context)
 
 
 def crop_box(
@@ -1051,6 +1136,7 @@ def save_scenes(scenes: Iterable[Scene], folder: str | Path, *, fmt: str = "png"
             "label": scene.label,
             "label_index": scene.label_index,
             "background": scene.background,
+            "context": scene.context,
             "captions": list(scene.captions),
             "objects": [asdict(o) for o in scene.objects],
         }
@@ -1089,7 +1175,8 @@ def load_scenes(folder: str | Path) -> list[Scene]:
             with Image.open(path) as img:
                 image = img.convert("RGB")
             scenes.append(
-                Scene(image, objects, entry["background"], list(entry["captions"]), entry["seed"], entry["split"])
+                Scene(image, objects, entry["background"], list(entry["captions"]), entry["seed"], entry["split"],
+                      entry.get("context"))
             )
         except (KeyError, TypeError) as err:
             raise ValueError(f"entry {name!r} of {labels_path} is malformed: {err}") from err

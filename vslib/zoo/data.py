@@ -81,7 +81,9 @@ def _render_twin_chunk(args: tuple[str, int, int, int]) -> Chunk:
     scenes = []
     for seed in range(start, start + n):
         scene = synth.render_scene(seed, size, split=split)
-        scenes += [scene, synth.render_scene(seed, size, split=split, label=twin_label(seed, scene.label_index))]
+        twin = synth.render_scene(seed, size, split=split, label=twin_label(seed, scene.label_index),
+                                  context_label=scene.label)
+        scenes += [scene, twin]
     return _chunk_arrays(scenes)
 
 
@@ -89,7 +91,7 @@ def render_twin_pool(split: str, n: int, size: int = 64, *, start: int = 0, work
     """``n`` scenes, each followed by its shape twin: 2n images, scene ``i`` at ``2i``, its twin at ``2i + 1``.
 
     A twin is the same scene (background, colours, textures, layout, caption wording) with
-    the dominant object drawn as another class, so a scene and its twin differ only in that
+    the dominant object drawn as another class (keeping the scene's context), so a scene and its twin differ only in that
     object's shape, and their captions only in its name.
     """
     return _render_in_parallel(_render_twin_chunk, split, n, size, start, workers)

@@ -8,6 +8,7 @@ uses no image augmentation, its output tokens are computed once for the training
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,12 @@ class DinoTxtRecipe:
     # 224 px crops, the head may read the frozen backbone at another resolution than the
     # backbone's training: at 128 px the patch-16 tiny-dinov3 gives an 8 x 8 grid of patch tokens.
     image_size: int = 128
+    # The temperature starts where CLIP's ends, at its cap of 100 (dinotxt.MAX_LOGIT_SCALE): the
+    # towers then need to move matched pairs only a little above the rest, and matched
+    # image-text cosines stay low, as in released models (the modality gap). The previous
+    # tiny-dinotxt started at CLIP's 1 / 0.07 and ended at t = 20.3, with matched pairs above
+    # same-class images.
+    init_logit_scale: float = math.log(100.0)
 
 
 def build(r: DinoTxtRecipe, backbone_dir: Path) -> dinotxt.DinoTxtModel:
@@ -75,6 +82,7 @@ def build(r: DinoTxtRecipe, backbone_dir: Path) -> dinotxt.DinoTxtModel:
         head_blocks=r.head_blocks, head_heads=r.head_heads, text_vocab_size=tokenizer.vocab_size,
         text_context_length=r.text_context, text_width=r.text_width, text_layers=r.text_layers,
         text_heads=r.text_heads, image_size=r.image_size or bb.image_size, resize_size=r.image_size or bb.image_size,
+        init_logit_scale=r.init_logit_scale,
     )
     torch.manual_seed(r.seed)
     return dinotxt.DinoTxtModel(config, backbone, tokenizer)
@@ -139,7 +147,10 @@ def evaluate(model: dinotxt.DinoTxtModel, size: int | None = None) -> dict:
 
     ens = image @ class_emb(IMAGENET_TEMPLATES).T
     one = image @ class_emb(["a photo of a {}."]).T
+    own = F.normalize(model.encode_text(model.tokenize([c[0] for c in pool.captions])), dim=-1)
+    gap = common.modality_gap(image, own, pool.labels)
     return {
+        **{f"median_cos_{k}": v for k, v in gap.items()},
         "zero_shot_top1_80_templates": top(ens, 1),
         "zero_shot_top5_80_templates": top(ens, 5),
         "zero_shot_top1_single_template": top(one, 1),

@@ -3,8 +3,8 @@
 The architecture is ``SiglipModel``, the one the fixed-resolution SigLIP 2 checkpoints
 (for example ``google/siglip2-base-patch16-224``) load as. The tokenizer is a word-level
 ``tokenizers`` model built from the synthetic caption vocabulary. The loss is SigLIP's
-(Zhai et al., 2023) with the paper's initialisation ``t' = log 10``, ``b = -10``, a
-learning-rate warmup, and one change for synthetic captions: a caption is a positive for
+(Zhai et al., 2023) with ``b = -10`` as in the paper but ``t' = log 100`` (the
+temperature released models end with), a learning-rate warmup, and one change for synthetic captions: a caption is a positive for
 every image of the batch it is true of (the scene generator knows), not only for its own
 image. Web data cannot say which other images a caption fits, so SigLIP counts them as
 negatives; here that would push every star away from "a star" but one.
@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -29,7 +30,7 @@ from transformers import (
     SiglipVisionConfig,
 )
 
-from vslib import synth
+from vslib import lexicon, synth
 from vslib.templates import IMAGENET_TEMPLATES
 from vslib.zoo import augment, common
 from vslib.zoo.data import pool_of_scenes
@@ -55,14 +56,20 @@ class SiglipRecipe:
     # Real SigLIP 2 pads text to 64 tokens; the synthetic captions fit in 16, which makes
     # the text tower four times cheaper. Encoders read the length from the checkpoint.
     max_length: int = 16
-    train_scenes: int = 30000
-    steps: int = 6500
+    train_scenes: int = 20000
+    steps: int = 4000
     batch_size: int = 128
     lr: float = 1e-3
     min_lr: float = 1e-5
     warmup: int = 150
     weight_decay: float = 0.05
-    init_logit_scale: float = math.log(10.0)
+    # t = exp(t') starts at 100, about where released SigLIP models end (t near 117, b near -16),
+    # instead of the paper's t' = log 10: a positive then needs a cosine above -b / t = 0.1, not
+    # above 1, so matched image-text cosines stay low as in the released models (the modality
+    # gap). Started at t' = log 10, the previous tiny-siglip2 (6,500 steps) ended at t = 19.2,
+    # b = -9.8, where a positive needs a cosine above 0.5: its matched pairs scored 0.55, above
+    # similar images, the modality gap the wrong way round.
+    init_logit_scale: float = math.log(100.0)
     init_logit_bias: float = -10.0
     crop_scale: tuple[float, float] = (0.6, 1.0)
     # Train on scenes paired with their shape twins (data.render_twin_pool): each batch holds
@@ -76,12 +83,23 @@ class SiglipRecipe:
     # 128 holds about 760 true pairs and 180 with the same string. In 1,500-step runs (val)
     # zero-shot top-1 rose from 0.276 to 0.334 and colour+class recall@5 from 0.747 to 0.823.
     true_captions: bool = True
+    # Each training scene also gets one caption in each of these languages (vslib.lexicon),
+    # as SigLIP 2 learns from multilingual web text.
+    languages: str = "fr,de,es"
     seed: int = 0
 
 
+def add_translations(captions: list[list[str]], facts: list[frozenset[str]], languages: str, seed: int) -> None:
+    """Append one caption per language in ``languages`` (comma-separated) to each scene's captions."""
+    langs = [lang for lang in languages.split(",") if lang]
+    for i, (own, scene_facts) in enumerate(zip(captions, facts)):
+        rng = np.random.default_rng((seed, i))
+        own.extend(lexicon.scene_caption(lang, scene_facts, rng) for lang in langs)
+
+
 def build_tokenizer(max_length: int = 64) -> PreTrainedTokenizerFast:
-    """A lowercasing word-level tokenizer over the synthetic caption vocabulary, ending with ``</s>``."""
-    words = sorted(set(synth.caption_vocabulary()))
+    """A lowercasing word-level tokenizer over the synthetic captions' words in four languages, ending with ``</s>``."""
+    words = sorted(set(synth.caption_vocabulary()) | set(lexicon.vocabulary()))
     punctuation = [".", ",", "'", "-", "!", "?", ":", ";"]
     vocab = {tok: i for i, tok in enumerate([*SPECIAL, *punctuation, *[w for w in words if w not in punctuation]])}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
@@ -192,11 +210,19 @@ def evaluate(model: SiglipModel, tokenizer, size: int, max_length: int, split: s
 
     ens1, ens5 = zero_shot_top1(img, class_embeddings(text_fn, IMAGENET_TEMPLATES), pool.labels)
     one1, _ = zero_shot_top1(img, class_embeddings(text_fn, ["a photo of a {}."]), pool.labels)
+    per_language = {}
+    for lang in lexicon.FOREIGN:
+        prompts = torch.stack([F.normalize(F.normalize(text_fn(lexicon.class_prompts(lang, name)), dim=-1).mean(0),
+                                           dim=-1) for name in synth.CLASSES])
+        per_language[f"zero_shot_top1_{lang}"] = zero_shot_top1(img, prompts, pool.labels)[0]
     return {
+        **per_language,
         "zero_shot_top1_80_templates": ens1,
         "zero_shot_top5_80_templates": ens5,
         "zero_shot_top1_single_template": one1,
         "color_class_recall_at_5": color_class_recall_at_5(img, text_fn, scenes),
+        **{f"median_cos_{k}": v for k, v in common.modality_gap(
+            img, text_fn([s.captions[0] for s in scenes]), pool.labels).items()},
         "test_images": len(pool),
     }
 
@@ -232,6 +258,7 @@ def train(out_dir: Path, recipe: SiglipRecipe | None = None, *, log_every: int =
     g = torch.Generator().manual_seed(r.seed)
     model, tokenizer = build(r)
     pool, sample = common.captioned_training_pool(r.train_scenes, r.image_size, r.shape_twins)
+    add_translations(pool.captions, pool.facts, r.languages, r.seed)
     opt = torch.optim.AdamW(common.param_groups(model, r.weight_decay), lr=r.lr)
     log = common.Logger(r.steps, log_every)
     model.train()
