@@ -39,6 +39,15 @@ def test_every_phrase_states_exactly_its_facts_and_no_word_names_two_facts():
             assert lexicon.caption_facts(lexicon.class_prompts(lang, shape)[1]) == {f"shape:{shape}"}
 
 
+def test_english_captions_state_the_same_facts_as_synth_reads_them():
+    # "orange" is also French: a small orange object must stay a small-object fact.
+    caption = "a large yellow circle and a small orange cross and a small white ring"
+    assert lexicon.caption_facts(caption) == synth.caption_facts(caption)
+    for scene in synth.make_split("train", 200, 16):
+        for caption in scene.captions:
+            assert lexicon.caption_facts(caption) == synth.caption_facts(caption), caption
+
+
 def test_scene_captions_are_true_of_their_scene_in_every_language():
     rng = np.random.default_rng(0)
     for scene in synth.make_split("train", 30, 16):

@@ -154,14 +154,14 @@ def test_multi_positive_loss_treats_identical_captions_as_matches():
 
 def test_caption_positives_count_every_true_caption_and_only_those():
     scenes = synth.make_split("train", 300, size=16)
-    red, other = (next(s for s in scenes if s.label == "star" and (s.objects[0].color == "red") == want)
+    red, other = (next(s for s in scenes if s.label == "star" and (s.objects[0].color == "yellow") == want)
                   for want in (True, False))
     ring = next(s for s in scenes if s.label == "ring")
-    texts = ["a star", "a red star on a plain background", "a ring"]
+    texts = ["a star", "a yellow star on a noisy background", "un anneau."]
     facts = [synth.scene_facts(s) for s in (red, other, ring)]
     loose = common.caption_positives(texts, facts)
     assert loose[0].tolist() == [True, True, False]  # "a star" is true of both stars
-    assert loose[1].tolist() == [red.background == "plain", False, False]
+    assert loose[1].tolist() == [red.background == "noise", False, False]
     assert loose[2].tolist() == [False, False, True]
     strict = common.caption_positives(["a star", "a star", "a ring"], facts, true_captions=False)
     assert strict.tolist() == [[True, True, False], [True, True, False], [False, False, True]]

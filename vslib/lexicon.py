@@ -166,6 +166,8 @@ def _forms(entry: tuple[str, str] | str, german: bool) -> set[str]:
 
 @functools.lru_cache(maxsize=1)
 def _fact_of_word() -> dict[str, str]:
+    """Foreign words and the facts they state; words English shares ("orange") are left to synth."""
+    english = set(synth.caption_vocabulary())
     table: dict[str, str] = {}
     for lang in FOREIGN:
         for shape, (noun, _) in NOUNS[lang].items():
@@ -175,15 +177,17 @@ def _fact_of_word() -> dict[str, str]:
                 for form in _forms(entry, lang == "de"):
                     # The texture's own word ("pois", "rayas", "lunares"), not its preposition.
                     table[_words(form)[-1]] = f"{kind}:{value}"
-    return table
+    return {word: fact for word, fact in table.items() if word not in english}
 
 
 @functools.lru_cache(maxsize=1 << 16)
 def caption_facts(caption: str) -> frozenset[str]:
     """The facts a caption in any of the four languages states (``synth.scene_facts`` terms).
 
-    English captions are read by ``synth.caption_facts``; French, German and Spanish
-    words for shapes, colours and textures add their facts.
+    ``synth.caption_facts`` reads the English words (and those other languages share
+    with English, such as "triangle"), including its small-object mentions; French,
+    German and Spanish words for the dominant object's shape, colour and texture add
+    their facts.
     """
     table = _fact_of_word()
     foreign = {table[w] for w in _words(caption) if w in table}

@@ -1,6 +1,6 @@
 """Reproduce a bundled checkpoint from scratch: ``python -m vslib.zoo.train NAME``.
 
-Each model trains on two CPU cores in under 30 minutes. The run writes the checkpoint
+Each model trains on two CPU cores in at most 45 minutes. The run writes the checkpoint
 directory, a ``training.json`` with the recipe, timings and evaluation numbers, and the
 model card (``README.md``) quoting them.
 """
