@@ -54,6 +54,19 @@ def test_fit_recovers_the_threshold_and_temperature_of_the_generating_sigmoid():
     assert cal.temperature == pytest.approx(TRUE_TEMPERATURE, rel=0.1)
 
 
+@pytest.mark.parametrize("threshold", [0.32, -0.02])
+def test_fit_recovers_a_threshold_far_from_the_mean_score(threshold):
+    # Scores average 0.15; a threshold far to either side makes the fitted intercept large,
+    # so a sign slip in turning (slope, intercept) into a threshold moves it to the other side.
+    rng = np.random.default_rng(7)
+    scores = rng.uniform(-0.1, 0.4, 20_000)
+    is_match = rng.random(scores.size) < 1 / (1 + np.exp(-(scores - threshold) * TRUE_TEMPERATURE))
+    cal = fit_calibration(scores, is_match)
+    assert abs(scores.mean() - threshold) > 0.15
+    assert cal.threshold == pytest.approx(threshold, abs=0.01)
+    assert cal.temperature == pytest.approx(TRUE_TEMPERATURE, rel=0.1)
+
+
 def test_fitted_confidences_are_better_calibrated_than_a_wrong_threshold():
     scores, is_match = _sample(20_000, seed=1)
     cal = fit_calibration(scores, is_match)

@@ -1,0 +1,219 @@
+"""Mutation score of vslib's core modules: do the unit tests catch single-line bugs?
+
+    python benchmarks/mutation_score.py [--modules calibration images ...] [--workdir DIR]
+
+For each module, mutmut (https://mutmut.readthedocs.io) plants one small bug at a time
+(a flipped sign or comparison, a changed number, slice or keyword argument, a string
+replaced) and runs that module's own fast test file(s) against it. A mutant the tests
+notice is *killed*; one they miss *survived*. The score per module is
+
+    killed / (mutants - equivalent)
+
+where a timeout counts as killed and an equivalent mutant (one that cannot change any
+result, e.g. a tolerance loosened in a loop that converges anyway) is listed with its
+reason but left out. Every other survivor is listed with the diff, and either a test
+for it was added (then the module was measured again) or ``REASONS`` below says in one
+line why it stays (``message text``: only an error message's wording changes;
+``logging``; ``equivalent``).
+
+The run is slow (minutes per module on two cores), so it is not part of CI. Each module
+runs in its own scratch copy of the package under ``--workdir``, one mutant at a time,
+under ``nice``. Results go to ``benchmarks/results/mutation_score.json``: a module run
+again replaces its entry, the others are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench_common import RESULTS_DIR, machine_info, print_table, utc_now, command_line
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULT_NAME = "mutation_score"
+
+#: Each core module and the fast unit-test files that are meant to catch its bugs.
+MODULES: dict[str, list[str]] = {
+    "calibration": ["tests/test_calibration.py"],
+    "images": ["tests/test_images.py"],
+    "query": ["tests/test_query.py"],
+    "zeroshot": ["tests/test_zeroshot.py"],
+    "bpe": ["tests/test_dinotxt.py"],  # the tokenizer tests live beside the model that uses it,
+    "index": ["tests/test_index.py"],
+    "encoders": ["tests/test_encoders.py", "tests/test_bundled_models.py"],
+}
+#: Default order: the smallest modules first, so a time-boxed run measures as many as it can.
+DEFAULT_ORDER = ["calibration", "images", "query", "zeroshot", "bpe", "index", "encoders"]
+#: Modules the test files import besides the one under test (copied, never mutated).
+_HELPER_TESTS = ["tests/conftest.py", "tests/test_dinotxt.py"]
+
+#: Surviving mutants that stay, with the reason: (module, mutant-name glob, text in the
+#: mutated line, category, reason). The category ``equivalent`` leaves the mutant out
+#: of the score; ``message text`` and ``logging`` count as survivors.
+REASONS: list[tuple[str, str, str, str, str]] = []
+
+
+def _copy_tree(workdir: Path, module: str) -> None:
+    """A scratch project: the package, the test files, and a pyproject that configures mutmut."""
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    shutil.copytree(ROOT / "vslib", workdir / "vslib", ignore=shutil.ignore_patterns("__pycache__"))
+    (workdir / "tests").mkdir()
+    for test in {*_HELPER_TESTS, *MODULES[module]}:
+        shutil.copy2(ROOT / test, workdir / test)
+    selection = json.dumps(MODULES[module])
+    (workdir / "pyproject.toml").write_text(
+        "[tool.mutmut]\n"
+        'source_paths = ["vslib/"]\n'
+        f'only_mutate = ["vslib/{module}.py"]\n'
+        f"pytest_add_cli_args_test_selection = {selection}\n"
+        'pytest_add_cli_args = ["-p", "no:nbval", "-p", "no:cacheprovider", "-o", "addopts=", "-q", "-x"]\n'
+        # torch is not fork-safe once it has run: fork workers from a clean server process.
+        'process_isolation = "forkserver"\n'
+        "use_git_change_detection = false\n"
+        "use_setproctitle = false\n"
+    )
+
+
+_COLLECT = r"""
+import json, sys
+from pathlib import Path
+from mutmut.mutation.data import SourceFileMutationData
+from mutmut.mutation.diff_apply import get_diff_for_mutant
+from mutmut.stats import status_by_exit_code
+path = Path(sys.argv[1])
+data = SourceFileMutationData(path=path)
+data.load()
+out = {}
+for name, code in data.exit_code_by_key.items():
+    status = status_by_exit_code[code]
+    diff = get_diff_for_mutant(name, path=path) if status not in ("killed", "timeout") else None
+    out[name] = {"status": status, "diff": diff}
+print(json.dumps(out))
+"""
+
+
+def _changed_lines(diff: str) -> tuple[str, str]:
+    """The removed and added lines of a one-line mutant's diff."""
+    lines = diff.splitlines()
+    old = [line[1:].strip() for line in lines if line.startswith("-") and not line.startswith("---")]
+    new = [line[1:].strip() for line in lines if line.startswith("+") and not line.startswith("+++")]
+    return " / ".join(old), " / ".join(new)
+
+
+def _reason(module: str, name: str, mutated: str) -> tuple[str, str] | None:
+    for mod, pattern, text, category, reason in REASONS:
+        if mod == module and fnmatch.fnmatch(name, pattern) and text in mutated:
+            return category, reason
+    return None
+
+
+def measure(module: str, workdir: Path, max_children: int) -> dict:
+    """Run mutmut on one module in a scratch copy and summarise the outcome."""
+    _copy_tree(workdir, module)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VSLIB_OFFLINE="1", MPLBACKEND="Agg",
+               OMP_NUM_THREADS="1")
+    mutmut = [sys.executable, "-m", "mutmut"]
+    start = time.perf_counter()
+    run = subprocess.run(["nice", "-n", "10", *mutmut, "run", "--max-children", str(max_children)],
+                         cwd=workdir, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    (workdir / "mutmut-run.log").write_text(run.stdout + "\n--- stderr ---\n" + run.stderr)
+    collected = subprocess.run([sys.executable, "-c", _COLLECT, f"vslib/{module}.py"], cwd=workdir, env=env,
+                               capture_output=True, text=True)
+    if collected.returncode != 0 or not collected.stdout.strip():
+        raise RuntimeError(f"mutmut on {module} left no results (see {workdir / 'mutmut-run.log'}):\n"
+                           f"{run.stdout[-2000:]}\n{run.stderr[-2000:]}\n{collected.stderr[-2000:]}")
+    mutants = json.loads(collected.stdout)
+    counts: dict[str, int] = {}
+    survivors = []
+    for name, item in sorted(mutants.items()):
+        counts[item["status"]] = counts.get(item["status"], 0) + 1
+        if item["status"] in ("killed", "timeout"):
+            continue
+        old, new = _changed_lines(item["diff"] or "")
+        known = _reason(module, name, new)
+        survivors.append({
+            "mutant": name,
+            "status": item["status"],
+            "original": old,
+            "mutated": new,
+            "category": known[0] if known else "unexplained",
+            "reason": known[1] if known else None,
+        })
+    total = len(mutants)
+    detected = counts.get("killed", 0) + counts.get("timeout", 0)
+    equivalent = sum(s["category"] == "equivalent" for s in survivors)
+    return {
+        "test_files": MODULES[module],
+        "mutants": total,
+        "counts": counts,
+        "killed": detected,
+        "equivalent": equivalent,
+        "score": round(detected / max(1, total - equivalent), 4),
+        "raw_score": round(detected / max(1, total), 4),
+        "seconds": round(seconds, 1),
+        "measured_utc": utc_now(),
+        "mutmut_exit_code": run.returncode,
+        "survivors": survivors,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--modules", nargs="+", choices=list(MODULES), default=DEFAULT_ORDER,
+                        help="modules to measure, in this order (default: smallest first)")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "vslib-mutation",
+                        help="scratch folder for the per-module copies (default: %(default)s)")
+    parser.add_argument("--max-children", type=int, default=1, help="mutants tested at once (default: 1)")
+    parser.add_argument("--target", type=float, default=0.85, help="score each module should reach")
+    args = parser.parse_args(argv)
+
+    path = RESULTS_DIR / f"{RESULT_NAME}.json"
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    modules = previous.get("modules", {})
+    for module in args.modules:
+        print(f"== {module}: mutating vslib/{module}.py against {', '.join(MODULES[module])}", flush=True)
+        modules[module] = measure(module, args.workdir / module, args.max_children)
+        result = {
+            "benchmark": RESULT_NAME,
+            "created_utc": utc_now(),
+            "command": command_line(),
+            "tool": f"mutmut {_mutmut_version()}",
+            "target": args.target,
+            "machine": machine_info(),
+            "modules": modules,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        m = modules[module]
+        print(f"   {m['killed']}/{m['mutants']} killed, {m['equivalent']} equivalent, score {m['score']:.3f}, "
+              f"{len(m['survivors'])} survivors, {m['seconds']:.0f} s", flush=True)
+        for s in m["survivors"]:
+            if s["category"] == "unexplained":
+                print(f"   survived {s['mutant']}: {s['original']}  ->  {s['mutated']}")
+    rows = [(name, m["mutants"], m["killed"], m["equivalent"], len(m["survivors"]), m["score"],
+             "yes" if m["score"] >= args.target else "no") for name, m in modules.items()]
+    print_table(rows, ["module", "mutants", "killed", "equivalent", "survivors", "score", f">= {args.target}"])
+    print(f"wrote {path}")
+    return 0
+
+
+def _mutmut_version() -> str:
+    from importlib.metadata import version
+
+    return version("mutmut")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
