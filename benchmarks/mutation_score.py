@@ -61,13 +61,18 @@ _HELPER_TESTS = ["tests/conftest.py", "tests/test_dinotxt.py"]
 REASONS: list[tuple[str, str, str, str, str]] = []
 
 
-def _copy_tree(workdir: Path, module: str) -> None:
-    """A scratch project: the package, the test files, and a pyproject that configures mutmut."""
-    if workdir.exists():
+def _copy_tree(workdir: Path, module: str, fresh: bool) -> None:
+    """A scratch project: the package, the test files, and a pyproject that configures mutmut.
+
+    Without ``fresh`` an earlier run's results in ``workdir`` are kept and only the test
+    files are brought up to date (mutmut copies them into its own tree at each run).
+    """
+    if fresh and workdir.exists():
         shutil.rmtree(workdir)
-    workdir.mkdir(parents=True)
-    shutil.copytree(ROOT / "vslib", workdir / "vslib", ignore=shutil.ignore_patterns("__pycache__"))
-    (workdir / "tests").mkdir()
+    if fresh or not workdir.exists():
+        workdir.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(ROOT / "vslib", workdir / "vslib", ignore=shutil.ignore_patterns("__pycache__"))
+    (workdir / "tests").mkdir(exist_ok=True)
     for test in {*_HELPER_TESTS, *MODULES[module]}:
         shutil.copy2(ROOT / test, workdir / test)
     selection = json.dumps(MODULES[module])
@@ -81,6 +86,9 @@ def _copy_tree(workdir: Path, module: str) -> None:
         'process_isolation = "forkserver"\n'
         "use_git_change_detection = false\n"
         "use_setproctitle = false\n"
+        # A mutant that loops forever is stopped after 5x its tests' usual CPU time (+5 s).
+        "timeout_multiplier = 5.0\n"
+        "timeout_constant = 1.0\n"
     )
 
 
@@ -117,15 +125,28 @@ def _reason(module: str, name: str, mutated: str) -> tuple[str, str] | None:
     return None
 
 
-def measure(module: str, workdir: Path, max_children: int) -> dict:
-    """Run mutmut on one module in a scratch copy and summarise the outcome."""
-    _copy_tree(workdir, module)
+def _survivors(workdir: Path, module: str) -> list[str]:
+    meta = workdir / "mutants" / "vslib" / f"{module}.py.meta"
+    if not meta.is_file():
+        return []
+    codes = json.loads(meta.read_text())["exit_code_by_key"]
+    return [name for name, code in codes.items() if code not in (1, 3, -24, 24, 152, 255)]
+
+
+def measure(module: str, workdir: Path, max_children: int, rerun_survivors: bool) -> dict:
+    """Run mutmut on one module in a scratch copy and summarise the outcome.
+
+    With ``rerun_survivors`` only the mutants that survived the previous run in
+    ``workdir`` are tested again, against the current test files.
+    """
+    again = _survivors(workdir, module) if rerun_survivors else []
+    _copy_tree(workdir, module, fresh=not again)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VSLIB_OFFLINE="1", MPLBACKEND="Agg",
                OMP_NUM_THREADS="1")
     mutmut = [sys.executable, "-m", "mutmut"]
     start = time.perf_counter()
-    run = subprocess.run(["nice", "-n", "10", *mutmut, "run", "--max-children", str(max_children)],
+    run = subprocess.run(["nice", "-n", "10", *mutmut, "run", "--max-children", str(max_children), *again],
                          cwd=workdir, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     (workdir / "mutmut-run.log").write_text(run.stdout + "\n--- stderr ---\n" + run.stderr)
@@ -165,6 +186,7 @@ def measure(module: str, workdir: Path, max_children: int) -> dict:
         "seconds": round(seconds, 1),
         "measured_utc": utc_now(),
         "mutmut_exit_code": run.returncode,
+        "rerun_of_survivors": len(again),
         "survivors": survivors,
     }
 
@@ -175,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="modules to measure, in this order (default: smallest first)")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "vslib-mutation",
                         help="scratch folder for the per-module copies (default: %(default)s)")
-    parser.add_argument("--max-children", type=int, default=1, help="mutants tested at once (default: 1)")
+    parser.add_argument("--max-children", type=int, default=2, help="mutants tested at once (default: 2)")
+    parser.add_argument("--rerun-survivors", action="store_true",
+                        help="test only the previous run's survivors again, against the current tests")
     parser.add_argument("--target", type=float, default=0.85, help="score each module should reach")
     args = parser.parse_args(argv)
 
@@ -184,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     modules = previous.get("modules", {})
     for module in args.modules:
         print(f"== {module}: mutating vslib/{module}.py against {', '.join(MODULES[module])}", flush=True)
-        modules[module] = measure(module, args.workdir / module, args.max_children)
+        modules[module] = measure(module, args.workdir / module, args.max_children, args.rerun_survivors)
         result = {
             "benchmark": RESULT_NAME,
             "created_utc": utc_now(),

@@ -156,6 +156,14 @@ def test_softmax_rows_sum_to_one_and_follow_the_temperature():
     assert softmax_over_candidates([0.01, 0.02, 0.03], temperature=100.0).sum() == pytest.approx(1.0)
 
 
+def test_softmax_stays_finite_for_large_logits_row_by_row():
+    # exp(800) overflows float64: the softmax must shift each row by its own maximum.
+    probs = softmax_over_candidates([[800.0, 800.0 + math.log(3)], [-900.0, -900.0 - math.log(3)]], temperature=1.0)
+    np.testing.assert_allclose(probs, [[0.25, 0.75], [0.75, 0.25]])
+    # Integer scores are not truncated by the temperature.
+    np.testing.assert_allclose(softmax_over_candidates([0, 1], temperature=0.5), 1 / (1 + np.exp([0.5, -0.5])))
+
+
 @pytest.mark.parametrize("dim", [16, 256, 1024])
 def test_random_unit_cosines_spread_like_one_over_sqrt_dim(dim):
     cos = random_unit_cosines(dim, n=4000, seed=0)
@@ -179,3 +187,8 @@ def test_score_percentile_ranks_among_reference_scores_with_ties_counting_half()
     assert score_percentile(0.0, [0.0, 0.0]) == pytest.approx(50.0)
     with pytest.raises(ValueError, match="no reference"):
         score_percentile([0.1], [])
+    with pytest.raises(ValueError, match="reference scores contain NaN"):
+        score_percentile([0.1], [0.2, float("nan")])
+    # Scores are compared as given, not rounded to the reference's type.
+    assert score_percentile([1.5], [1, 2]) == pytest.approx(50.0)
+    assert score_percentile([1], [0.5, 1.5]) == pytest.approx(50.0)
