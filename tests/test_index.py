@@ -229,6 +229,24 @@ def test_stored_vectors_and_scores_match_cosine_similarity(dtype, tolerance):
     assert np.allclose([hit.score for hit in hits], np.sort(cosine)[::-1][:5], atol=tolerance)
 
 
+@pytest.mark.parametrize("dtype, tolerance", [("f32", 1e-6), ("f16", 2e-3)])
+def test_vectors_of_any_length_are_stored_as_unit_vectors(tmp_path, dtype, tolerance):
+    rng = np.random.default_rng(6)
+    long = rng.normal(size=(12, 16)) * 15  # norms around 60, as raw model outputs can be
+    index = ImageIndex(16, "m", dtype=dtype)
+    index.add_vectors(long[:6], paths=[f"v{i}" for i in range(6)])
+    index.add([f"w{i}.png" for i in range(6)], long[6:], model="m")
+    stored = index.vectors()
+    np.testing.assert_allclose(np.linalg.norm(stored, axis=1), 1.0, atol=tolerance)
+    np.testing.assert_allclose(stored, unit_rows(long), atol=tolerance)
+    np.testing.assert_allclose(index.vectors(["w2.png"]), unit_rows(long[8:9]), atol=tolerance)
+    # A long query scores like its direction: the cosine with itself is 1.
+    hit = index.search(long[3] * 7, k=1, exact=True)[0]
+    assert hit.path == "v3" and hit.score == pytest.approx(1.0, abs=tolerance)
+    index.save(tmp_path / "long.index")
+    np.testing.assert_allclose(ImageIndex.load(tmp_path / "long.index").vectors(), stored)
+
+
 def test_batch_search_drops_the_padding_of_short_result_lists():
     index = ImageIndex(8, "m")
     vectors = unit_rows(np.random.default_rng(2).normal(size=(3, 8)))

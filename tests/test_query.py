@@ -184,6 +184,18 @@ def test_a_negative_term_lowers_the_images_that_match_it(index, encoder):
     assert max(mixed, key=mixed.get) == "red.png"
 
 
+def test_exact_search_reaches_past_a_poor_graph(encoder):
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(3000, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = ImageIndex(16, encoder.name, dtype="f32", connectivity=2, expansion_add=2, expansion_search=1)
+    index.add_vectors(vectors, threads=1)
+    query = query_vector(encoder, "red, -0.3 blue")
+    truth = np.argsort(-(vectors @ query), kind="stable")[:10].tolist()
+    assert [hit.key for hit in search(index, encoder, "red, -0.3 blue", k=10, exact=True)] == truth
+    assert [hit.key for hit in search(index, encoder, query, k=10)] != truth
+
+
 def test_search_refuses_an_encoder_of_another_model(index):
     with pytest.raises(ValueError, match="fake-colour.*fake-other"):
         search(index, ColourEncoder("fake-other"), "red")
