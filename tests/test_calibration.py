@@ -116,6 +116,10 @@ def test_calibration_round_trips_through_json_and_matches_a_scale_bias_pair():
     assert siglip_like.threshold == pytest.approx(0.12)
     s = np.linspace(-0.2, 0.5, 8)
     np.testing.assert_allclose(siglip_like.confidence(s), 1 / (1 + np.exp(-(25.0 * s - 3.0))))
+    unit = Calibration.from_scale_bias(1.0, -0.5)
+    assert (unit.threshold, unit.temperature) == (0.5, 1.0)
+    with pytest.raises(ValueError, match="scale must be non-zero"):
+        Calibration.from_scale_bias(0.0, -3.0)
 
 
 def test_ece_is_zero_when_every_bin_matches_its_confidence():
@@ -160,6 +164,8 @@ def test_softmax_stays_finite_for_large_logits_row_by_row():
     # exp(800) overflows float64: the softmax must shift each row by its own maximum.
     probs = softmax_over_candidates([[800.0, 800.0 + math.log(3)], [-900.0, -900.0 - math.log(3)]], temperature=1.0)
     np.testing.assert_allclose(probs, [[0.25, 0.75], [0.75, 0.25]])
+    # float32 scores are computed (and returned) in float64, as documented.
+    assert softmax_over_candidates(np.float32([0.1, 0.2]), temperature=1.0).dtype == np.float64
     # Integer scores are not truncated by the temperature.
     np.testing.assert_allclose(softmax_over_candidates([0, 1], temperature=0.5), 1 / (1 + np.exp([0.5, -0.5])))
 
