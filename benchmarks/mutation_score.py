@@ -95,9 +95,10 @@ def _copy_tree(workdir: Path, module: str, fresh: bool) -> None:
         'process_isolation = "forkserver"\n'
         "use_git_change_detection = false\n"
         "use_setproctitle = false\n"
-        # A mutant is stopped (and counted as caught) after 20x its tests' usual time:
-        # generous, since the limit is partly wall-clock time on a busy machine.
-        "timeout_multiplier = 20.0\n"
+        # A mutant is stopped (and counted as caught) after 60x its tests' usual time (+1 s):
+        # generous, because the limit is wall-clock time and a niced process on a busy
+        # machine can get a tenth of a core.
+        "timeout_multiplier = 60.0\n"
     )
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vslib.images import ImageLoadError, load_image, scan_folder, to_rgb
+from vslib.images import ImageLoadError, as_image, load_image, scan_folder, to_rgb
 
 
 @pytest.mark.parametrize(
@@ -128,3 +128,44 @@ def test_scan_reports_unsupported_formats_and_skips_symlink_loops(tmp_path: Path
         ("empty.png", "empty file"), ("phone.heic", "unsupported format")]
     with pytest.raises(NotADirectoryError):
         scan_folder(tmp_path / "a" / "ok.png")
+
+
+def test_palette_transparency_and_float_images_convert_by_value(tmp_path: Path):
+    palette = Image.new("P", (4, 2), 1)
+    palette.putpalette([0, 0, 0, 200, 10, 10])
+    palette.info["transparency"] = 1  # palette entry 1 is see-through: white shows
+    assert to_rgb(palette).getpixel((0, 0)) == (255, 255, 255)
+    # Both are stretched from their own range, 10..61, to 0..255: a factor of 5.
+    floats = Image.fromarray(np.array([[10.0, 20.0], [40.0, 61.0]], dtype=np.float32))
+    assert floats.mode == "F"
+    np.testing.assert_array_equal(np.asarray(to_rgb(floats))[..., 0], [[0, 50], [150, 255]])
+    ints = Image.fromarray(np.array([[10, 20], [40, 61]], dtype=np.int32))
+    assert ints.mode == "I"
+    np.testing.assert_array_equal(np.asarray(to_rgb(ints))[..., 1], [[0, 50], [150, 255]])
+    rgb = Image.new("RGB", (2, 2), (1, 2, 3))
+    assert to_rgb(rgb) is rgb
+
+
+def test_as_image_takes_images_and_paths_only(tmp_path: Path):
+    Image.new("L", (3, 3), 9).save(tmp_path / "grey.png")
+    for item in (tmp_path / "grey.png", str(tmp_path / "grey.png"), Image.new("L", (3, 3), 9)):
+        image = as_image(item)
+        assert image.mode == "RGB" and image.getpixel((1, 1)) == (9, 9, 9)
+    with pytest.raises(TypeError, match="expected a PIL image or a path, got int"):
+        as_image(3)
+    with pytest.raises(ImageLoadError, match="not a regular file"):
+        load_image(tmp_path)
+
+
+def test_scan_skips_hidden_files_reads_any_suffix_case_and_reports_dangling_links(tmp_path: Path):
+    Image.new("RGB", (4, 4)).save(tmp_path / "LOUD.PNG")
+    Image.new("RGB", (4, 4)).save(tmp_path / ".hidden.png")
+    (tmp_path / ".cache").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / ".cache" / "thumb.png")
+    (tmp_path / "b").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "b" / "2.jpg")
+    Image.new("RGB", (4, 4)).save(tmp_path / "b" / "1.webp")
+    (tmp_path / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    scan = scan_folder(tmp_path)
+    assert [p.relative_to(tmp_path).as_posix() for p in scan.files] == ["LOUD.PNG", "b/1.webp", "b/2.jpg"]
+    assert [(p.name, reason.split(" (")[0]) for p, reason in scan.skipped] == [("gone.png", "cannot read file")]
