@@ -28,7 +28,9 @@ import argparse
 import filecmp
 import fnmatch
 import json
+import math
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -145,7 +147,7 @@ def _survivors(workdir: Path, module: str) -> list[str]:
 
 
 def measure(module: str, workdir: Path, max_children: int, rerun_survivors: bool, fresh: bool,
-            report_only: bool = False) -> dict:
+            report_only: bool = False, sample: int = 0) -> dict:
     """Run mutmut on one module in a scratch copy and summarise the outcome.
 
     An interrupted run in ``workdir`` is resumed (mutmut keeps each mutant's result)
@@ -154,16 +156,20 @@ def measure(module: str, workdir: Path, max_children: int, rerun_survivors: bool
     current test files.
     """
     if report_only:
-        return _summarise(module, workdir, None, None)
+        return _summarise(module, workdir, None, None, only=_sample(workdir, module, sample, env_for_mutmut())
+                          if sample else None)
     copy = workdir / "vslib" / f"{module}.py"
     fresh = fresh or not copy.is_file() or not filecmp.cmp(copy, ROOT / "vslib" / f"{module}.py", shallow=False)
     again = _survivors(workdir, module) if rerun_survivors and not fresh else []
     _copy_tree(workdir, module, fresh=fresh)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VSLIB_OFFLINE="1", MPLBACKEND="Agg",
-               OMP_NUM_THREADS="1",
-               # Every mutant starts a pytest session: skipping the installed plugins halves its cost.
-               PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
+    if sample:
+        chosen = _sample(workdir, module, sample, env_for_mutmut())
+        # Only the sampled mutants that have no result yet (or are being re-tested) run.
+        codes = _codes(workdir, module)
+        again = sorted(n for n in chosen if codes.get(n) is None or n in again)
+        if not again:
+            return _summarise(module, workdir, None, None, only=chosen)
+    env = env_for_mutmut()
     mutmut = [sys.executable, "-m", "mutmut"]
     start = time.perf_counter()
     # Yield the CPU to other work (nice 10), without stacking on a nice the caller already set.
@@ -172,15 +178,45 @@ def measure(module: str, workdir: Path, max_children: int, rerun_survivors: bool
                          cwd=workdir, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     (workdir / "mutmut-run.log").write_text(run.stdout + "\n--- stderr ---\n" + run.stderr)
-    summary = _summarise(module, workdir, env, run)
+    summary = _summarise(module, workdir, env, run, only=chosen if sample else None)
     summary.update(seconds=round(seconds, 1), rerun_of_survivors=len(again), mutmut_exit_code=run.returncode)
     return summary
 
 
-def _summarise(module: str, workdir: Path, env: dict | None, run: subprocess.CompletedProcess | None) -> dict:
-    """Counts, score and the survivors (with diffs and reasons) of a module's mutmut results."""
+def env_for_mutmut() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VSLIB_OFFLINE="1", MPLBACKEND="Agg",
+               OMP_NUM_THREADS="1",
+               # Every mutant starts a pytest session: skipping the installed plugins halves its cost.
+               PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
+    return env
+
+
+def _codes(workdir: Path, module: str) -> dict[str, int | None]:
+    meta = workdir / "mutants" / "vslib" / f"{module}.py.meta"
+    return json.loads(meta.read_text())["exit_code_by_key"] if meta.is_file() else {}
+
+
+def _sample(workdir: Path, module: str, n: int, env: dict[str, str]) -> list[str]:
+    """A seeded random sample of the module's mutants (generating them first if needed)."""
+    if not _codes(workdir, module):
+        # Generates the mutants and the test statistics, then stops: no mutant matches.
+        subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", "1", "no-such-mutant"],
+                       cwd=workdir, env=env, capture_output=True, text=True)
+    names = sorted(_codes(workdir, module))
+    if not names:
+        raise RuntimeError(f"mutmut generated no mutants for {module} in {workdir}")
+    return sorted(random.Random(f"{module}-{n}").sample(names, min(n, len(names))))
+
+
+def _summarise(module: str, workdir: Path, env: dict | None, run: subprocess.CompletedProcess | None,
+               only: list[str] | None = None) -> dict:
+    """Counts, score and the survivors (with diffs and reasons) of a module's mutmut results.
+
+    With ``only``, just those mutants (a sample) are counted.
+    """
     if env is None:
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env = env_for_mutmut()
     collected = subprocess.run([sys.executable, "-c", _COLLECT, f"vslib/{module}.py"], cwd=workdir, env=env,
                                capture_output=True, text=True)
     if collected.returncode != 0 or not collected.stdout.strip():
@@ -188,6 +224,9 @@ def _summarise(module: str, workdir: Path, env: dict | None, run: subprocess.Com
         raise RuntimeError(f"mutmut on {module} left no results (see {workdir / 'mutmut-run.log'}):\n"
                            f"{log}{collected.stderr[-2000:]}")
     mutants = json.loads(collected.stdout)
+    generated = len(mutants)
+    if only is not None:
+        mutants = {name: mutants[name] for name in only}
     counts: dict[str, int] = {}
     survivors = []
     for name, item in sorted(mutants.items()):
@@ -208,8 +247,11 @@ def _summarise(module: str, workdir: Path, env: dict | None, run: subprocess.Com
     checked = total - counts.get("not checked", 0)
     detected = counts.get("killed", 0) + counts.get("timeout", 0)
     equivalent = sum(s["category"] == "equivalent" for s in survivors)
+    low, high = _wilson(detected, checked - equivalent)
     return {
         "test_files": MODULES[module],
+        "generated": generated,
+        "sampled": only is not None,
         "mutants": total,
         "checked": checked,
         "counts": counts,
@@ -219,9 +261,20 @@ def _summarise(module: str, workdir: Path, env: dict | None, run: subprocess.Com
         "score": round(detected / max(1, checked - equivalent), 4),
         "raw_score": round(detected / max(1, checked), 4),
         "complete": checked == total,
+        # 95% Wilson interval of the score: the uncertainty of a sample (or partial run).
+        "score_95": [round(low, 3), round(high, 3)],
         "measured_utc": utc_now(),
         "survivors": survivors,
     }
+
+
+def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rerun-survivors", action="store_true",
                         help="test the previous run's survivors and timeouts again, against the current tests")
     parser.add_argument("--fresh", action="store_true", help="start over instead of resuming a run in --workdir")
+    parser.add_argument("--sample", type=int, default=0, metavar="N",
+                        help="test a seeded random sample of N mutants per module instead of all (0: all)")
     parser.add_argument("--report-only", action="store_true",
                         help="only summarise the results already in --workdir (with the current REASONS)")
     parser.add_argument("--target", type=float, default=0.85, help="score each module should reach")
@@ -245,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     for module in args.modules:
         print(f"== {module}: mutating vslib/{module}.py against {', '.join(MODULES[module])}", flush=True)
         modules[module] = measure(module, args.workdir / module, args.max_children, args.rerun_survivors,
-                                  args.fresh, args.report_only)
+                                  args.fresh, args.report_only, args.sample)
         if args.report_only and module in previous.get("modules", {}):
             for key in ("seconds", "rerun_of_survivors", "mutmut_exit_code"):
                 if key in previous["modules"][module]:
