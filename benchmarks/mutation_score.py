@@ -97,10 +97,10 @@ def _copy_tree(workdir: Path, module: str, fresh: bool) -> None:
         'process_isolation = "forkserver"\n'
         "use_git_change_detection = false\n"
         "use_setproctitle = false\n"
-        # A mutant is stopped (and counted as caught) after 60x its tests' usual time (+1 s):
+        # A mutant is stopped (and counted as caught) after 200x its tests' usual time (+1 s):
         # generous, because the limit is wall-clock time and a niced process on a busy
-        # machine can get a tenth of a core.
-        "timeout_multiplier = 60.0\n"
+        # machine can get a few percent of a core (60x still stopped healthy runs there).
+        "timeout_multiplier = 200.0\n"
     )
 
 
