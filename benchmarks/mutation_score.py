@@ -1,6 +1,7 @@
 """Mutation score of vslib's core modules: do the unit tests catch single-line bugs?
 
-    python benchmarks/mutation_score.py [--modules calibration images ...] [--workdir DIR]
+    pip install -e ".[mutation]"
+    nice -n 10 python benchmarks/mutation_score.py [--modules calibration images ...] [--sample N]
 
 For each module, mutmut (https://mutmut.readthedocs.io) plants one small bug at a time
 (a flipped sign or comparison, a changed number, slice or keyword argument, a string
