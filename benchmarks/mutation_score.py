@@ -17,10 +17,14 @@ for it was added (then the module was measured again) or ``REASONS`` below says 
 line why it stays (``message text``: only an error message's wording changes;
 ``logging``; ``equivalent``).
 
-The run is slow (minutes per module on two cores), so it is not part of CI. Each module
-runs in its own scratch copy of the package under ``--workdir``, one mutant at a time,
-under ``nice``. Results go to ``benchmarks/results/mutation_score.json``: a module run
-again replaces its entry, the others are kept.
+The run is slow (every mutant starts a pytest session; several hundred mutants per
+module), so it is not part of CI. Each module runs in its own scratch copy of the package
+under ``--workdir``, a few mutants at a time, under ``nice``; an interrupted run resumes.
+``--sample N`` tests a seeded random sample of N mutants per module instead of all, and
+the results then carry a 95% interval for the score. Results go to
+``benchmarks/results/mutation_score.json``: a module run again replaces its entry, the
+others are kept; ``--report-only`` rewrites the entries from the scratch copies (after
+editing ``REASONS``) without running anything.
 """
 
 from __future__ import annotations
