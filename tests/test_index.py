@@ -209,6 +209,31 @@ def test_bad_vectors_and_settings_are_refused():
     assert len(index) == 0
 
 
+def test_constructor_checks_and_what_an_index_reports():
+    with pytest.raises(ValueError, match="dim must be positive, got 0"):
+        ImageIndex(0, "m")
+    with pytest.raises(ValueError, match="needs the name of the model"):
+        ImageIndex(4, "")
+    index = ImageIndex(4, "m", dtype="f32", connectivity=6, expansion_add=20, expansion_search=30)
+    assert (index.connectivity, index.expansion_add, index.expansion_search) == (6, 20, 30)
+    index.expansion_search = 45
+    assert index.expansion_search == 45
+    keys = index.add_vectors(np.eye(4), paths=["a", "b", "c", "d"])
+    assert keys == [0, 1, 2, 3] and index.add_vectors(np.eye(4)[:1]) == [4]
+    assert index.paths == ["a", "b", "c", "d", "vector-4"]
+    assert repr(index) == "ImageIndex(5 images, model='m', dim=4, dtype=f32)"
+    assert "a" in index and 3 not in index and "z" not in index
+    with pytest.raises(KeyError, match="z is not in the index"):
+        index.record("z")
+    with pytest.raises(KeyError, match=r"not in the index: u, v, w, x, y \.\.\."):
+        index.remove(["u", "v", "w", "x", "y", "z"])
+    with pytest.raises(ValueError, match="k must be at least 1, got 0"):
+        index.search(np.eye(4)[0], k=0)
+    with pytest.raises(ValueError, match="the same path appears more than once"):
+        index.add_vectors(np.eye(4)[:2], paths=["e", "e"])
+    assert len(index) == 5
+
+
 # -- searching -----------------------------------------------------------------------------------
 
 
