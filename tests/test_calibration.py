@@ -87,6 +87,38 @@ def test_fit_stays_finite_on_separable_data_and_splits_the_classes():
     assert (conf[is_match] > 0.9).all() and (conf[~is_match] < 0.1).all()
 
 
+@pytest.mark.parametrize("separable", [False, True])
+def test_fit_is_the_penalised_maximum_likelihood(separable):
+    # At the optimum the gradient of the penalised log-loss vanishes. In standardised
+    # scores x the model is sigmoid(a x + b) with a = temperature * std, b = a (mean - threshold) / std,
+    # and the penalty l2 a^2 / 2 pulls a (only a) towards 0.
+    scores, is_match = _sample(400, seed=4)
+    if separable:
+        is_match = scores > TRUE_THRESHOLD
+    l2 = 50.0
+    cal = fit_calibration(scores, is_match, l2=l2)
+    mean, std = scores.mean(), scores.std()
+    x = (scores - mean) / std
+    a = cal.temperature * std
+    b = a * (mean - cal.threshold) / std
+    p = 1 / (1 + np.exp(-(a * x + b)))
+    y = is_match.astype(float)
+    np.testing.assert_allclose([np.sum((p - y) * x) + l2 * a, np.sum(p - y)], [0.0, 0.0], atol=1e-6)
+    # The penalty shrinks the slope: a weaker one gives a steeper fit.
+    assert fit_calibration(scores, is_match, l2=1e-3).temperature > cal.temperature
+
+
+def test_fit_needs_two_distinct_finite_scores():
+    cal = fit_calibration([0.1, 0.3], [False, True])
+    assert 0.1 < cal.threshold < 0.3
+    with pytest.raises(ValueError, match="need at least two labelled pairs"):
+        fit_calibration([0.1], [True])
+    with pytest.raises(ValueError, match="all scores are equal"):
+        fit_calibration([0.2, 0.2, 0.2], [False, True, True])
+    with pytest.raises(ValueError, match="scores contain NaN or infinite values"):
+        fit_calibration([0.1, np.inf], [False, True])
+
+
 def test_fit_warns_when_newton_has_not_converged():
     scores, is_match = _sample(500, seed=3)
     with pytest.warns(RuntimeWarning, match="did not converge"):
