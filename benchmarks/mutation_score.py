@@ -72,6 +72,16 @@ REASONS: list[tuple[str, str, str, str, str]] = [
     ("*", "*", r'(Error|Warning)\((f?"XX|None\))|warn\(f?"XX', "message text",
      "only an error's or warning's message changes (its wording, or no message); tests match its key words"),
     ("*", "*", r'side="left"\) -> .*searchsorted\(ref, s, \)', "equivalent", "side='left' is searchsorted's default"),
+    ("calibration", "*x__sigmoid*", r"x >= 0, .* -> .*x > 0, ", "equivalent", "both branches give 0.5 at x = 0"),
+    ("calibration", "*fit_calibration*", r"1e-12 \* np.eye", "equivalent",
+     "the sign of a 1e-12 ridge cannot matter: the Hessian's diagonal is at least l2 (1e-3)"),
+    ("calibration", "*fit_calibration*", r"while objective\(w - t \* step\) >= current", "equivalent",
+     "at equal objective the step only shrinks further; the fit has converged either way"),
+    ("calibration", "*fit_calibration*", r"return float\(np.sum\(np.logaddexp", "weak spot",
+     "the objective only guards Newton step sizes; the tests' fits (separable data too) reach the same "
+     "optimum without the guard rejecting a step, so no test sees its penalty term"),
+    ("calibration", "*random_unit_cosines*", r'einsum\("IJ,IJ->I"', "equivalent",
+     "einsum labels are just names: upper case means the same contraction"),
     ("calibration", "*score_percentile*", r"asarray\((reference|scores), dtype=np.float64\).* -> .*asarray\((reference|scores), (dtype=None)?\)",
      "equivalent", "ranks are comparisons: float32 or int values compare the same after an exact widening to float64"),
 ]
@@ -135,7 +145,24 @@ def _changed_lines(diff: str) -> tuple[str, str]:
     return " / ".join(old), " / ".join(new)
 
 
+#: Survivors of the recorded run that a test added afterwards kills (checked by planting the
+#: same change by hand); they count as survivors until the module is measured again.
+KILLED_LATER: dict[str, str] = {
+    "vslib.calibration.x_fit_calibration__mutmut_14": "test_fit_needs_two_distinct_finite_scores",
+    "vslib.calibration.x_fit_calibration__mutmut_15": "test_fit_needs_two_distinct_finite_scores",
+    "vslib.calibration.x_fit_calibration__mutmut_22": "test_fit_needs_two_distinct_finite_scores",
+    "vslib.calibration.x_fit_calibration__mutmut_39": "test_fit_needs_two_distinct_finite_scores",
+    "vslib.calibration.x_fit_calibration__mutmut_82": "test_fit_is_the_penalised_maximum_likelihood",
+    "vslib.calibration.x_fit_calibration__mutmut_120":
+        "test_fit_recovers_the_threshold_and_temperature_of_the_generating_sigmoid",
+    "vslib.calibration.x_random_unit_cosines__mutmut_2": "test_random_unit_cosines_are_reproducible_from_the_seed",
+    "vslib.calibration.x_random_unit_cosines__mutmut_8": "test_random_unit_cosines_refuses_too_few_dimensions_or_pairs",
+}
+
+
 def _reason(module: str, name: str, original: str, mutated: str) -> tuple[str, str] | None:
+    if name in KILLED_LATER:
+        return "test added", f"killed by tests/test_{module}.py::{KILLED_LATER[name]} (added after this run)"
     for mod, pattern, regex, category, reason in REASONS:
         if fnmatch.fnmatch(module, mod) and fnmatch.fnmatch(name, pattern) and re.search(regex, f"{original} -> {mutated}"):
             return category, reason

@@ -49,7 +49,9 @@ def test_sigmoid_confidence_saturates_without_overflow_warnings():
 
 def test_fit_recovers_the_threshold_and_temperature_of_the_generating_sigmoid():
     scores, is_match = _sample(20_000, seed=0)
-    cal = fit_calibration(scores, is_match)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fit that converges does not warn
+        cal = fit_calibration(scores, is_match)
     assert cal.threshold == pytest.approx(TRUE_THRESHOLD, abs=0.01)
     assert cal.temperature == pytest.approx(TRUE_TEMPERATURE, rel=0.1)
 
@@ -212,9 +214,18 @@ def test_random_unit_cosines_spread_like_one_over_sqrt_dim(dim):
     assert abs(cos.mean()) < 4 / math.sqrt(dim * 4000)
 
 
+def test_random_unit_cosines_refuses_too_few_dimensions_or_pairs():
+    assert random_unit_cosines(2, n=1).shape == (1,)
+    with pytest.raises(ValueError, match="dim must be >= 2, got 1"):
+        random_unit_cosines(1)
+    with pytest.raises(ValueError, match="n must be >= 1, got 0"):
+        random_unit_cosines(8, n=0)
+
+
 def test_random_unit_cosines_are_reproducible_from_the_seed():
     np.testing.assert_array_equal(random_unit_cosines(64, 100, seed=5), random_unit_cosines(64, 100, seed=5))
     assert not np.array_equal(random_unit_cosines(64, 100, seed=5), random_unit_cosines(64, 100, seed=6))
+    np.testing.assert_array_equal(random_unit_cosines(64, 10), random_unit_cosines(64, 10, seed=0))  # default seed
 
 
 def test_score_percentile_ranks_among_reference_scores_with_ties_counting_half():
