@@ -8,11 +8,11 @@ For each module, mutmut (https://mutmut.readthedocs.io) plants one small bug at 
 replaced) and runs that module's own fast test file(s) against it. A mutant the tests
 notice is *killed*; one they miss *survived*. The score per module is
 
-    killed / (mutants - equivalent)
+    killed / (mutants checked - equivalent - timeouts)
 
-where a timeout counts as killed and an equivalent mutant (one that cannot change any
-result, e.g. a tolerance loosened in a loop that converges anyway) is listed with its
-reason but left out. Every other survivor is listed with the diff, and either a test
+where an equivalent mutant (one that cannot change any result, e.g. a tolerance
+loosened in a loop that converges anyway) is listed with its reason but left out, and so
+is a timeout: on a busy machine forked test runs stalled, so a timeout proves nothing. Every other survivor is listed with the diff, and either a test
 for it was added (then the module was measured again) or ``REASONS`` below says in one
 line why it stays (``message text``: only an error message's wording changes;
 ``logging``; ``equivalent``).
@@ -268,7 +268,7 @@ def _summarise(module: str, workdir: Path, env: dict | None, run: subprocess.Com
     for name, item in sorted(mutants.items()):
         counts[item["status"]] = counts.get(item["status"], 0) + 1
         if item["status"] in ("killed", "timeout", "not checked"):
-            continue
+            continue  # timeouts are listed by count only
         old, new = _changed_lines(item["diff"] or "")
         known = _reason(module, name, old, new)
         survivors.append({
@@ -281,9 +281,12 @@ def _summarise(module: str, workdir: Path, env: dict | None, run: subprocess.Com
         })
     total = len(mutants)
     checked = total - counts.get("not checked", 0)
-    detected = counts.get("killed", 0) + counts.get("timeout", 0)
+    detected = counts.get("killed", 0)
     equivalent = sum(s["category"] == "equivalent" for s in survivors)
-    low, high = _wilson(detected, checked - equivalent)
+    # Timeouts are left out of the score, not counted as caught: here they included mutants
+    # that raise at once, i.e. forked runs that stalled, not mutants that loop.
+    conclusive = checked - counts.get("timeout", 0) - equivalent
+    low, high = _wilson(detected, conclusive)
     return {
         "test_files": MODULES[module],
         "generated": generated,
@@ -295,8 +298,9 @@ def _summarise(module: str, workdir: Path, env: dict | None, run: subprocess.Com
         "timeouts": counts.get("timeout", 0),
         "equivalent": equivalent,
         "killed_by_later_tests": sum(s["category"] == "test added" for s in survivors),
-        # Over the mutants checked so far; "complete" says whether that is all of them.
-        "score": round(detected / max(1, checked - equivalent), 4),
+        # Killed over the conclusive checked mutants (not equivalent, not timed out);
+        # "complete" says whether every mutant (of the sample) was checked.
+        "score": round(detected / max(1, conclusive), 4),
         "raw_score": round(detected / max(1, checked), 4),
         "complete": checked == total,
         # 95% Wilson interval of the score: the uncertainty of a sample (or partial run).
@@ -335,14 +339,16 @@ def main(argv: list[str] | None = None) -> int:
     path = RESULTS_DIR / f"{RESULT_NAME}.json"
     previous = json.loads(path.read_text()) if path.is_file() else {}
     modules = previous.get("modules", {})
+    before = {name: dict(entry) for name, entry in modules.items()}
     for module in args.modules:
-        print(f"== {module}: mutating vslib/{module}.py against {', '.join(MODULES[module])}", flush=True)
+        verb = "summarising" if args.report_only else "mutating"
+        print(f"== {module}: {verb} vslib/{module}.py against {', '.join(MODULES[module])}", flush=True)
         modules[module] = measure(module, args.workdir / module, args.max_children, args.rerun_survivors,
                                   args.fresh, args.report_only, args.sample)
-        if args.report_only and module in previous.get("modules", {}):
-            for key in ("seconds", "rerun_of_survivors", "mutmut_exit_code"):
-                if key in previous["modules"][module]:
-                    modules[module].setdefault(key, previous["modules"][module][key])
+        if args.report_only and module in before:
+            for key in ("seconds", "rerun_of_survivors", "mutmut_exit_code", "measured_utc"):
+                if key in before[module]:
+                    modules[module][key] = before[module][key]
         result = {
             "benchmark": RESULT_NAME,
             "created_utc": utc_now(),
