@@ -49,8 +49,23 @@ def test_sigmoid_confidence_saturates_without_overflow_warnings():
 
 def test_fit_recovers_the_threshold_and_temperature_of_the_generating_sigmoid():
     scores, is_match = _sample(20_000, seed=0)
-    cal = fit_calibration(scores, is_match)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fit that converges does not warn
+        cal = fit_calibration(scores, is_match)
     assert cal.threshold == pytest.approx(TRUE_THRESHOLD, abs=0.01)
+    assert cal.temperature == pytest.approx(TRUE_TEMPERATURE, rel=0.1)
+
+
+@pytest.mark.parametrize("threshold", [0.32, -0.02])
+def test_fit_recovers_a_threshold_far_from_the_mean_score(threshold):
+    # Scores average 0.15; a threshold far to either side makes the fitted intercept large,
+    # so a sign slip in turning (slope, intercept) into a threshold moves it to the other side.
+    rng = np.random.default_rng(7)
+    scores = rng.uniform(-0.1, 0.4, 20_000)
+    is_match = rng.random(scores.size) < 1 / (1 + np.exp(-(scores - threshold) * TRUE_TEMPERATURE))
+    cal = fit_calibration(scores, is_match)
+    assert abs(scores.mean() - threshold) > 0.15
+    assert cal.threshold == pytest.approx(threshold, abs=0.01)
     assert cal.temperature == pytest.approx(TRUE_TEMPERATURE, rel=0.1)
 
 
@@ -72,6 +87,38 @@ def test_fit_stays_finite_on_separable_data_and_splits_the_classes():
     assert 0.10 < cal.threshold < 0.20
     conf = cal.confidence(scores)
     assert (conf[is_match] > 0.9).all() and (conf[~is_match] < 0.1).all()
+
+
+@pytest.mark.parametrize("separable", [False, True])
+def test_fit_is_the_penalised_maximum_likelihood(separable):
+    # At the optimum the gradient of the penalised log-loss vanishes. In standardised
+    # scores x the model is sigmoid(a x + b) with a = temperature * std, b = a (mean - threshold) / std,
+    # and the penalty l2 a^2 / 2 pulls a (only a) towards 0.
+    scores, is_match = _sample(400, seed=4)
+    if separable:
+        is_match = scores > TRUE_THRESHOLD
+    l2 = 50.0
+    cal = fit_calibration(scores, is_match, l2=l2)
+    mean, std = scores.mean(), scores.std()
+    x = (scores - mean) / std
+    a = cal.temperature * std
+    b = a * (mean - cal.threshold) / std
+    p = 1 / (1 + np.exp(-(a * x + b)))
+    y = is_match.astype(float)
+    np.testing.assert_allclose([np.sum((p - y) * x) + l2 * a, np.sum(p - y)], [0.0, 0.0], atol=1e-6)
+    # The penalty shrinks the slope: a weaker one gives a steeper fit.
+    assert fit_calibration(scores, is_match, l2=1e-3).temperature > cal.temperature
+
+
+def test_fit_needs_two_distinct_finite_scores():
+    cal = fit_calibration([0.1, 0.3], [False, True])
+    assert 0.1 < cal.threshold < 0.3
+    with pytest.raises(ValueError, match="need at least two labelled pairs"):
+        fit_calibration([0.1], [True])
+    with pytest.raises(ValueError, match="all scores are equal"):
+        fit_calibration([0.2, 0.2, 0.2], [False, True, True])
+    with pytest.raises(ValueError, match="scores contain NaN or infinite values"):
+        fit_calibration([0.1, np.inf], [False, True])
 
 
 def test_fit_warns_when_newton_has_not_converged():
@@ -103,6 +150,10 @@ def test_calibration_round_trips_through_json_and_matches_a_scale_bias_pair():
     assert siglip_like.threshold == pytest.approx(0.12)
     s = np.linspace(-0.2, 0.5, 8)
     np.testing.assert_allclose(siglip_like.confidence(s), 1 / (1 + np.exp(-(25.0 * s - 3.0))))
+    unit = Calibration.from_scale_bias(1.0, -0.5)
+    assert (unit.threshold, unit.temperature) == (0.5, 1.0)
+    with pytest.raises(ValueError, match="scale must be non-zero"):
+        Calibration.from_scale_bias(0.0, -3.0)
 
 
 def test_ece_is_zero_when_every_bin_matches_its_confidence():
@@ -143,6 +194,16 @@ def test_softmax_rows_sum_to_one_and_follow_the_temperature():
     assert softmax_over_candidates([0.01, 0.02, 0.03], temperature=100.0).sum() == pytest.approx(1.0)
 
 
+def test_softmax_stays_finite_for_large_logits_row_by_row():
+    # exp(800) overflows float64: the softmax must shift each row by its own maximum.
+    probs = softmax_over_candidates([[800.0, 800.0 + math.log(3)], [-900.0, -900.0 - math.log(3)]], temperature=1.0)
+    np.testing.assert_allclose(probs, [[0.25, 0.75], [0.75, 0.25]])
+    # float32 scores are computed (and returned) in float64, as documented.
+    assert softmax_over_candidates(np.float32([0.1, 0.2]), temperature=1.0).dtype == np.float64
+    # Integer scores are not truncated by the temperature.
+    np.testing.assert_allclose(softmax_over_candidates([0, 1], temperature=0.5), 1 / (1 + np.exp([0.5, -0.5])))
+
+
 @pytest.mark.parametrize("dim", [16, 256, 1024])
 def test_random_unit_cosines_spread_like_one_over_sqrt_dim(dim):
     cos = random_unit_cosines(dim, n=4000, seed=0)
@@ -153,9 +214,18 @@ def test_random_unit_cosines_spread_like_one_over_sqrt_dim(dim):
     assert abs(cos.mean()) < 4 / math.sqrt(dim * 4000)
 
 
+def test_random_unit_cosines_refuses_too_few_dimensions_or_pairs():
+    assert random_unit_cosines(2, n=1).shape == (1,)
+    with pytest.raises(ValueError, match="dim must be >= 2, got 1"):
+        random_unit_cosines(1)
+    with pytest.raises(ValueError, match="n must be >= 1, got 0"):
+        random_unit_cosines(8, n=0)
+
+
 def test_random_unit_cosines_are_reproducible_from_the_seed():
     np.testing.assert_array_equal(random_unit_cosines(64, 100, seed=5), random_unit_cosines(64, 100, seed=5))
     assert not np.array_equal(random_unit_cosines(64, 100, seed=5), random_unit_cosines(64, 100, seed=6))
+    np.testing.assert_array_equal(random_unit_cosines(64, 10), random_unit_cosines(64, 10, seed=0))  # default seed
 
 
 def test_score_percentile_ranks_among_reference_scores_with_ties_counting_half():
@@ -166,3 +236,8 @@ def test_score_percentile_ranks_among_reference_scores_with_ties_counting_half()
     assert score_percentile(0.0, [0.0, 0.0]) == pytest.approx(50.0)
     with pytest.raises(ValueError, match="no reference"):
         score_percentile([0.1], [])
+    with pytest.raises(ValueError, match="reference scores contain NaN"):
+        score_percentile([0.1], [0.2, float("nan")])
+    # Scores are compared as given, not rounded to the reference's type.
+    assert score_percentile([1.5], [1, 2]) == pytest.approx(50.0)
+    assert score_percentile([1], [0.5, 1.5]) == pytest.approx(50.0)

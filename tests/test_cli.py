@@ -177,6 +177,28 @@ def test_search_errors_are_reported(photos, tmp_path, loaded, capsys):
     assert code == 0 and Path(json.loads(out)[0]["path"]).name == "red.png"
 
 
+def test_search_exact_compares_with_every_vector(photos, tmp_path, loaded, capsys):
+    # A deliberately poor HNSW graph (2 edges per node, search breadth 1) misses most of
+    # the true neighbours; --exact must return the brute-force top k all the same.
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(3000, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = ImageIndex(8, "fake-colour", dtype="f32", connectivity=2, expansion_add=2, expansion_search=1)
+    index.add_vectors(vectors, threads=1)
+    index.save(tmp_path / "vectors.index")
+    query = ColourEncoder("fake-colour").encode_images([photos / "red.png"])[0]
+    truth = np.argsort(-(vectors @ query), kind="stable")[:10].tolist()
+
+    def keys(*options: str) -> list[int]:
+        code, out, err = run(capsys, "search", tmp_path / "vectors.index", "--image", photos / "red.png",
+                             "-k", "10", "--json", *options)
+        assert code == 0, err
+        return [row["key"] for row in json.loads(out)]
+
+    assert keys("--exact") == truth
+    assert keys() != truth  # the graph search alone does miss some
+
+
 def test_search_needs_exactly_one_kind_of_query(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["search", str(tmp_path), "--text", "red", "--image", "red.png"])

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tokenizers import normalizers
 
 import vslib
 from vslib import encoders, registry
@@ -53,6 +54,8 @@ def _save_siglip(path: Path, naflex: bool) -> None:
 
     torch.manual_seed(0)
     tokenizer = build_tokenizer(64)
+    # Like SigLIP 2's Gemma tokenizer, keep case: lowercasing is the encoder's job.
+    tokenizer.backend_tokenizer.normalizer = normalizers.NFKC()
     text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                 num_attention_heads=2, max_position_embeddings=64, projection_size=32)
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, patch_size=8)
@@ -108,6 +111,28 @@ def test_dinov3_loads_by_friendly_name_and_hub_id_offline(offline_hub):
     assert not np.allclose(a, mean, atol=1e-3)
 
 
+def test_dinov3_pools_cls_or_exactly_the_patch_tokens(offline_hub):
+    cls_enc = vslib.load_encoder("dinov3-vits16plus", device="cpu")
+    mean_enc = vslib.load_encoder("dinov3-vits16plus", device="cpu", pooling="mean")
+    pixels = cls_enc.preprocess(_images())["pixel_values"]
+    with torch.no_grad():
+        out = cls_enc.model(pixel_values=pixels)
+    hidden = out.last_hidden_state.numpy()
+    # 32 px images in 8 px patches: 16 patch tokens, after the CLS token and 4 registers.
+    assert hidden.shape[1] == 1 + 4 + 16
+    cls = hidden[:, 0] / np.linalg.norm(hidden[:, 0], axis=1, keepdims=True)
+    patch_mean = hidden[:, -16:].mean(axis=1)
+    patch_mean /= np.linalg.norm(patch_mean, axis=1, keepdims=True)
+    np.testing.assert_allclose(cls_enc.encode_images(_images()), cls, atol=1e-5)
+    np.testing.assert_allclose(mean_enc.encode_images(_images()), patch_mean, atol=1e-5)
+    # A register token averaged in would move the mean by more than the tolerance.
+    with_register = hidden[:, -17:].mean(axis=1)
+    with_register /= np.linalg.norm(with_register, axis=1, keepdims=True)
+    assert np.abs(with_register - patch_mean).max() > 1e-3
+    with pytest.raises(ValueError, match="pooling must be 'cls' or 'mean', got 'max'"):
+        vslib.load_encoder("dinov3-vits16plus", device="cpu", pooling="max")
+
+
 def test_dinov3_is_image_only_and_says_so(offline_hub):
     enc = vslib.load_encoder("dinov3-vits16plus", device="cpu")
     with pytest.raises(encoders.TextNotSupportedError, match="dinov3-vits16plus is an image-only model"):
@@ -133,6 +158,29 @@ def test_siglip_families_embed_images_and_texts(offline_hub, name):
     assert not np.allclose(txt[0], txt[2], atol=1e-3)
     probability = enc.match_probability(img @ txt.T)
     assert probability.shape == (3, 3) and ((probability > 0) & (probability < 1)).all()
+
+
+def test_siglip_lowercases_texts_itself_when_the_tokenizer_keeps_case(offline_hub):
+    # transformers' Siglip2Tokenizer (NaFlex) lowercases on its own; Gemma's, used by the
+    # fixed-resolution checkpoints, keeps case, as does this snapshot's tokenizer.
+    enc = vslib.load_encoder("siglip2-base-patch16-224", device="cpu")
+    assert enc.tokenizer("A Red CIRCLE")["input_ids"] != enc.tokenizer("a red circle")["input_ids"]
+    mixed, lower, other = enc.encode_texts(["A Red CIRCLE", "a red circle", "a blue star"])
+    np.testing.assert_allclose(mixed, lower, atol=1e-6)
+    assert not np.allclose(lower, other, atol=1e-3)
+
+
+def test_siglip_match_probability_uses_the_learned_scale_and_bias(offline_hub):
+    enc = vslib.load_encoder("siglip2-base-patch16-224", device="cpu")
+    with torch.no_grad():
+        enc.model.logit_scale.fill_(np.log(10.0))  # SigLIP's initial values: t = log 10, b = -10
+        enc.model.logit_bias.fill_(-10.0)
+    assert enc.logit_scale == pytest.approx(10.0) and enc.logit_bias == pytest.approx(-10.0)
+    cos = np.array([-1.0, 0.0, 0.5, 1.0, 2.0])
+    # sigmoid(10 cos - 10): a perfect cosine of 1 is an even bet, anything less unlikely.
+    np.testing.assert_allclose(enc.match_probability(cos), 1 / (1 + np.exp(-(10 * cos - 10))), rtol=1e-6)
+    assert enc.match_probability(1.0) == pytest.approx(0.5)
+    assert enc.match_probability(0.0) < 1e-4
 
 
 def test_siglip_text_is_padded_to_the_checkpoint_length(offline_hub, monkeypatch):
@@ -204,7 +252,18 @@ def test_dinotxt_directory_loads_behind_the_same_interface(tmp_path):
     _assert_unit_rows(txt, 2, 48)
     patches = enc.patch_features(_images(1))
     assert patches.shape == (1, 4, 4, 24)
-    assert enc.patch_text_features(["a red circle"]).shape == (1, 24)
+    np.testing.assert_allclose(np.linalg.norm(patches, axis=-1), 1.0, atol=1e-5)
+    texts = ["a red circle", "a blue star"]
+    patch_text = enc.patch_text_features(texts)
+    assert patch_text.shape == (2, 24)
+    # Patch features live in the second (patch) half of the joint space.
+    with torch.no_grad():
+        full = enc.model.encode_text(enc.model.tokenize(texts)).numpy()
+    second = full[:, 24:] / np.linalg.norm(full[:, 24:], axis=1, keepdims=True)
+    first = full[:, :24] / np.linalg.norm(full[:, :24], axis=1, keepdims=True)
+    np.testing.assert_allclose(patch_text, second, atol=1e-5)
+    assert np.abs(first - second).max() > 1e-2
+    np.testing.assert_allclose(enc.patch_text_features("a red circle"), second[:1], atol=1e-5)
 
 
 def test_paths_and_pil_images_give_the_same_vectors_and_bad_files_are_reported(offline_hub, tmp_path):
@@ -233,7 +292,8 @@ def test_non_finite_embeddings_are_refused(offline_hub):
     enc = vslib.load_encoder("dinov3-vits16plus", device="cpu", dtype="fp16")
     with torch.no_grad():
         enc.model.model.layer[0].mlp.down_proj.weight.mul_(1e6)  # fp16 overflows past 65504
-    with pytest.raises(encoders.NonFiniteEmbeddingError, match="dinov3-vits16plus produced non-finite embeddings.*fp16|float16"):
+    with pytest.raises(encoders.NonFiniteEmbeddingError,
+                       match=r"^dinov3-vits16plus produced non-finite embeddings for 2 of 2 inputs in float16 on cpu"):
         enc.encode_images(_images(2))
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vslib.images import ImageLoadError, load_image, scan_folder, to_rgb
+from vslib.images import ImageLoadError, as_image, load_image, scan_folder, to_rgb
 
 
 @pytest.mark.parametrize(
@@ -18,9 +18,23 @@ from vslib.images import ImageLoadError, load_image, scan_folder, to_rgb
 )
 def test_every_mode_becomes_rgb(tmp_path: Path, mode, colour):
     path = tmp_path / ("x.tif" if mode == "CMYK" else "x.png")
-    Image.new(mode, (8, 6), colour).save(path)
+    source = Image.new(mode, (8, 6), colour)
+    if mode == "P":
+        source.putpalette([0, 0, 0, 255, 255, 255, 9, 9, 9, 10, 200, 30])  # entry 3 is green
+    source.save(path)
     image = load_image(path)
     assert image.mode == "RGB" and image.size == (8, 6)
+    # The colour each mode stands for, worked out by hand.
+    expected = {
+        "RGBA": (255, 0, 0),
+        "LA": (128, 128, 128),
+        "P": (10, 200, 30),
+        "CMYK": (255, 0, 0),  # no cyan or black ink, full magenta and yellow: red
+        "L": (77, 77, 77),
+        "1": (255, 255, 255),
+    }[mode]
+    pixels = np.asarray(image)
+    assert (pixels == expected).all(), f"{mode}: got {pixels[0, 0]}, expected {expected}"
 
 
 def test_transparent_pixels_are_composited_on_white():
@@ -36,13 +50,38 @@ def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path: Path):
     assert out[0, 0] == 0 and out[1, 1] == 255 and 100 < out[1, 0] < 140  # 30000/60000 of the range
 
 
-def test_exif_orientation_is_applied(tmp_path: Path):
-    image = Image.new("RGB", (40, 20), (0, 0, 255))
+def _corner_colours(image: Image.Image) -> dict[str, tuple[int, ...]]:
+    """Mean colour of each corner region (a quarter of each side), rounded to 0 or 255."""
+    a = np.asarray(image, dtype=np.float32)
+    h, w = a.shape[0] // 4, a.shape[1] // 4
+    corners = {"top-left": a[:h, :w], "top-right": a[:h, -w:], "bottom-left": a[-h:, :w], "bottom-right": a[-h:, -w:]}
+    return {name: tuple(int(v) for v in (region.mean((0, 1)) > 127) * 255) for name, region in corners.items()}
+
+
+@pytest.mark.parametrize(
+    "orientation, size, red_corner",
+    [
+        (1, (48, 24), "top-left"),
+        (3, (48, 24), "bottom-right"),  # stored upside down
+        (6, (24, 48), "top-right"),  # rotate 90 degrees clockwise to view
+        (8, (24, 48), "bottom-left"),  # rotate 90 degrees anticlockwise to view
+    ],
+)
+def test_exif_orientation_is_applied(tmp_path: Path, orientation, size, red_corner):
+    # A blue 48x24 photo with a red marker in its stored top-left corner: after the
+    # orientation is applied the marker must sit where the camera saw it.
+    pixels = np.zeros((24, 48, 3), dtype=np.uint8)
+    pixels[..., 2] = 255
+    pixels[:12, :12] = (255, 0, 0)
     exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    exif[0x0112] = orientation
     path = tmp_path / "rotated.jpg"
-    image.save(path, exif=exif)
-    assert load_image(path).size == (20, 40)
+    Image.fromarray(pixels).save(path, exif=exif, quality=95)
+    image = load_image(path)
+    assert image.size == size
+    corners = _corner_colours(image)
+    assert corners[red_corner] == (255, 0, 0)
+    assert [name for name, rgb in corners.items() if rgb != (0, 0, 255)] == [red_corner]
 
 
 def _truncated_jpeg() -> bytes:
@@ -89,3 +128,44 @@ def test_scan_reports_unsupported_formats_and_skips_symlink_loops(tmp_path: Path
         ("empty.png", "empty file"), ("phone.heic", "unsupported format")]
     with pytest.raises(NotADirectoryError):
         scan_folder(tmp_path / "a" / "ok.png")
+
+
+def test_palette_transparency_and_float_images_convert_by_value(tmp_path: Path):
+    palette = Image.new("P", (4, 2), 1)
+    palette.putpalette([0, 0, 0, 200, 10, 10])
+    palette.info["transparency"] = 1  # palette entry 1 is see-through: white shows
+    assert to_rgb(palette).getpixel((0, 0)) == (255, 255, 255)
+    # Both are stretched from their own range, 10..61, to 0..255: a factor of 5.
+    floats = Image.fromarray(np.array([[10.0, 20.0], [40.0, 61.0]], dtype=np.float32))
+    assert floats.mode == "F"
+    np.testing.assert_array_equal(np.asarray(to_rgb(floats))[..., 0], [[0, 50], [150, 255]])
+    ints = Image.fromarray(np.array([[10, 20], [40, 61]], dtype=np.int32))
+    assert ints.mode == "I"
+    np.testing.assert_array_equal(np.asarray(to_rgb(ints))[..., 1], [[0, 50], [150, 255]])
+    rgb = Image.new("RGB", (2, 2), (1, 2, 3))
+    assert to_rgb(rgb) is rgb
+
+
+def test_as_image_takes_images_and_paths_only(tmp_path: Path):
+    Image.new("L", (3, 3), 9).save(tmp_path / "grey.png")
+    for item in (tmp_path / "grey.png", str(tmp_path / "grey.png"), Image.new("L", (3, 3), 9)):
+        image = as_image(item)
+        assert image.mode == "RGB" and image.getpixel((1, 1)) == (9, 9, 9)
+    with pytest.raises(TypeError, match="expected a PIL image or a path, got int"):
+        as_image(3)
+    with pytest.raises(ImageLoadError, match="not a regular file"):
+        load_image(tmp_path)
+
+
+def test_scan_skips_hidden_files_reads_any_suffix_case_and_reports_dangling_links(tmp_path: Path):
+    Image.new("RGB", (4, 4)).save(tmp_path / "LOUD.PNG")
+    Image.new("RGB", (4, 4)).save(tmp_path / ".hidden.png")
+    (tmp_path / ".cache").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / ".cache" / "thumb.png")
+    (tmp_path / "b").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "b" / "2.jpg")
+    Image.new("RGB", (4, 4)).save(tmp_path / "b" / "1.webp")
+    (tmp_path / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    scan = scan_folder(tmp_path)
+    assert [p.relative_to(tmp_path).as_posix() for p in scan.files] == ["LOUD.PNG", "b/1.webp", "b/2.jpg"]
+    assert [(p.name, reason.split(" (")[0]) for p, reason in scan.skipped] == [("gone.png", "cannot read file")]

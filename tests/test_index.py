@@ -209,6 +209,31 @@ def test_bad_vectors_and_settings_are_refused():
     assert len(index) == 0
 
 
+def test_constructor_checks_and_what_an_index_reports():
+    with pytest.raises(ValueError, match="dim must be positive, got 0"):
+        ImageIndex(0, "m")
+    with pytest.raises(ValueError, match="needs the name of the model"):
+        ImageIndex(4, "")
+    index = ImageIndex(4, "m", dtype="f32", connectivity=6, expansion_add=20, expansion_search=30)
+    assert (index.connectivity, index.expansion_add, index.expansion_search) == (6, 20, 30)
+    index.expansion_search = 45
+    assert index.expansion_search == 45
+    keys = index.add_vectors(np.eye(4), paths=["a", "b", "c", "d"])
+    assert keys == [0, 1, 2, 3] and index.add_vectors(np.eye(4)[:1]) == [4]
+    assert index.paths == ["a", "b", "c", "d", "vector-4"]
+    assert repr(index) == "ImageIndex(5 images, model='m', dim=4, dtype=f32)"
+    assert "a" in index and 3 not in index and "z" not in index
+    with pytest.raises(KeyError, match="z is not in the index"):
+        index.record("z")
+    with pytest.raises(KeyError, match=r"not in the index: u, v, w, x, y \.\.\."):
+        index.remove(["u", "v", "w", "x", "y", "z"])
+    with pytest.raises(ValueError, match="k must be at least 1, got 0"):
+        index.search(np.eye(4)[0], k=0)
+    with pytest.raises(ValueError, match="the same path appears more than once"):
+        index.add_vectors(np.eye(4)[:2], paths=["e", "e"])
+    assert len(index) == 5
+
+
 # -- searching -----------------------------------------------------------------------------------
 
 
@@ -227,6 +252,24 @@ def test_stored_vectors_and_scores_match_cosine_similarity(dtype, tolerance):
     cosine = unit_rows(stored) @ query
     assert [hit.path for hit in hits] == [f"v{i}" for i in np.argsort(-cosine)[:5]]
     assert np.allclose([hit.score for hit in hits], np.sort(cosine)[::-1][:5], atol=tolerance)
+
+
+@pytest.mark.parametrize("dtype, tolerance", [("f32", 1e-6), ("f16", 2e-3)])
+def test_vectors_of_any_length_are_stored_as_unit_vectors(tmp_path, dtype, tolerance):
+    rng = np.random.default_rng(6)
+    long = rng.normal(size=(12, 16)) * 15  # norms around 60, as raw model outputs can be
+    index = ImageIndex(16, "m", dtype=dtype)
+    index.add_vectors(long[:6], paths=[f"v{i}" for i in range(6)])
+    index.add([f"w{i}.png" for i in range(6)], long[6:], model="m")
+    stored = index.vectors()
+    np.testing.assert_allclose(np.linalg.norm(stored, axis=1), 1.0, atol=tolerance)
+    np.testing.assert_allclose(stored, unit_rows(long), atol=tolerance)
+    np.testing.assert_allclose(index.vectors(["w2.png"]), unit_rows(long[8:9]), atol=tolerance)
+    # A long query scores like its direction: the cosine with itself is 1.
+    hit = index.search(long[3] * 7, k=1, exact=True)[0]
+    assert hit.path == "v3" and hit.score == pytest.approx(1.0, abs=tolerance)
+    index.save(tmp_path / "long.index")
+    np.testing.assert_allclose(ImageIndex.load(tmp_path / "long.index").vectors(), stored)
 
 
 def test_batch_search_drops_the_padding_of_short_result_lists():

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from vslib import precision
+from vslib.encoders import Encoder
 
 
 def test_dinov3_is_never_fp16_by_default():
@@ -69,6 +72,39 @@ def test_audit_finds_the_first_overflowing_layer():
     assert bf16.cosine_to_fp32 > 0.98
     assert fp32.cosine_to_fp32 == pytest.approx(1.0, abs=1e-6)
     assert fp16.parameter_bytes * 2 == fp32.parameter_bytes
+
+
+class ScaledEncoder(Encoder):
+    """An Encoder around :class:`Scaled`: an image's first 16 pixel values are its input."""
+
+    name, dim, family = "scaled", 16, "fake"
+
+    def __init__(self) -> None:
+        self.model = Scaled()
+
+    def preprocess(self, images):
+        return {"x": torch.tensor(np.stack([np.asarray(im, np.float32).reshape(-1)[:16] / 255 for im in images]))}
+
+    def _embed_inputs(self, inputs):
+        return self.model(inputs["x"])
+
+
+def test_audit_encoder_runs_the_encoder_in_each_dtype_and_restores_it(tmp_path):
+    enc = ScaledEncoder()
+    original = enc.model
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (4, 4, 3), dtype=np.uint8)) for _ in range(3)]
+    images[2].save(tmp_path / "third.png")
+    reports = {r.dtype: r for r in precision.audit_encoder(enc, [*images[:2], tmp_path / "third.png"], repeats=1)}
+    assert list(reports) == ["fp32", "bf16", "fp16"]
+    assert reports["fp16"].first_overflow == "c" and reports["fp16"].first_over_range == "c"
+    assert reports["fp16"].nan_count + reports["fp16"].inf_count > 0
+    assert reports["bf16"].first_overflow is None and reports["bf16"].cosine_to_fp32 > 0.98
+    assert reports["fp32"].cosine_to_fp32 == pytest.approx(1.0, abs=1e-6)
+    assert [s.name for s in reports["fp32"].layers] == ["a", "b", "c", "d"]
+    # The encoder is left as it was: same fp32 model, same embeddings.
+    assert enc.model is original and next(enc.model.parameters()).dtype == torch.float32
+    np.testing.assert_allclose(enc.encode_images(images), ScaledEncoder().encode_images(images), atol=1e-6)
 
 
 def test_audit_of_a_healthy_model_reports_no_overflow():

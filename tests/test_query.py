@@ -113,6 +113,24 @@ def test_existing_image_files_and_img_prefix_make_image_terms(tmp_path):
         parse_query("img:missing.png", base_dir=tmp_path)
 
 
+def test_weights_next_to_quotes_spaces_and_trailing_points(tmp_path):
+    terms = parse_query('-2"red, blue", + 3 dog, +2. cat, +1e3 x', base_dir=tmp_path)
+    assert [(t.weight, t.text) for t in terms] == [(-2.0, "red, blue"), (3.0, "dog"), (2.0, "cat"), (1.0, "1e3 x")]
+
+
+def test_image_terms_ignore_suffix_case_spaces_after_img_and_use_the_current_folder(tmp_path, monkeypatch):
+    Image.new("RGB", (4, 4)).save(tmp_path / "CAT.PNG")
+    monkeypatch.chdir(tmp_path)
+    terms = parse_query("CAT.PNG, -img: CAT.PNG")
+    assert [(t.weight, t.image) for t in terms] == [(1.0, Path.cwd() / "CAT.PNG"), (-1.0, Path.cwd() / "CAT.PNG")]
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert parse_query("img:~/CAT.PNG", base_dir="/elsewhere")[0].image == tmp_path / "CAT.PNG"
+    with pytest.raises(ValueError, match="has a weight but nothing to search for"):
+        parse_query("dog, +2 ")
+    with pytest.raises(ValueError, match="finite, non-zero weight"):
+        QueryTerm(float("inf"), text="dog")
+
+
 def test_quotes_keep_commas_inside_a_term():
     terms = parse_query('+2 "red, white and blue", flags')
     assert [(t.weight, t.text) for t in terms] == [(2.0, "red, white and blue"), (1.0, "flags")]
@@ -145,6 +163,18 @@ def test_query_vector_is_the_renormalised_weighted_sum(encoder, photos):
     assert vector.shape == (encoder.dim,) and vector.dtype == np.float32
     assert np.allclose(vector, expected / np.linalg.norm(expected), atol=1e-6)
     assert np.allclose(query_vector(encoder, "+2 red, yellow"), query_vector(encoder, [terms[0], terms[2]]))
+
+
+def test_query_vector_takes_a_string_one_term_or_a_list(encoder, photos):
+    red = encoder.encode_texts(["red"])[0]
+    np.testing.assert_allclose(query_vector(encoder, "red"), red, atol=1e-6)
+    np.testing.assert_allclose(query_vector(encoder, QueryTerm(3.0, text="red")), red, atol=1e-6)
+    image = QueryTerm(0.5, image=photos / "green.png")
+    green = encoder.encode_images([photos / "green.png"])[0]
+    np.testing.assert_allclose(query_vector(encoder, (image,)), green, atol=1e-6)
+    # Nearly opposite terms leave a short but real direction: it is kept and normalised.
+    almost = query_vector(encoder, [QueryTerm(1.0, text="red"), QueryTerm(-0.999, text="red")])
+    np.testing.assert_allclose(almost, red, atol=1e-3)
 
 
 def test_queries_without_a_positive_direction_are_refused(encoder):
@@ -182,6 +212,18 @@ def test_a_negative_term_lowers_the_images_that_match_it(index, encoder):
     assert mixed["purple.png"] < plain["purple.png"]
     assert mixed["red.png"] - mixed["purple.png"] > plain["red.png"] - plain["purple.png"]
     assert max(mixed, key=mixed.get) == "red.png"
+
+
+def test_exact_search_reaches_past_a_poor_graph(encoder):
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(3000, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = ImageIndex(16, encoder.name, dtype="f32", connectivity=2, expansion_add=2, expansion_search=1)
+    index.add_vectors(vectors, threads=1)
+    query = query_vector(encoder, "red, -0.3 blue")
+    truth = np.argsort(-(vectors @ query), kind="stable")[:10].tolist()
+    assert [hit.key for hit in search(index, encoder, "red, -0.3 blue", k=10, exact=True)] == truth
+    assert [hit.key for hit in search(index, encoder, query, k=10)] != truth
 
 
 def test_search_refuses_an_encoder_of_another_model(index):

@@ -231,3 +231,82 @@ def test_per_template_accuracy_scores_each_template_alone():
     acc = per_template_accuracy(images, per, labels)
     np.testing.assert_allclose(acc, [1.0, 1 / 3])
     np.testing.assert_allclose(per_template_accuracy(images, per, labels, k=2), [1.0, 1.0])
+
+
+@pytest.mark.parametrize(
+    ("scores", "labels", "message"),
+    [
+        (SCORES, [0, 1, 2], "5 score rows but 3 labels"),
+        (np.zeros((0, 3)), [], "no samples"),
+        (SCORES, [0, 1, 2, -1, 0], r"labels must be integers in \[0, 6\)"),
+        (SCORES, [0, 1, 2, 6, 0], r"labels must be integers in \[0, 6\)"),
+        (SCORES, [0.0, 1.0, 2.0, 5.0, 0.0], r"labels must be integers in \[0, 6\)"),
+    ],
+)
+def test_scores_and_labels_are_checked(scores, labels, message):
+    with pytest.raises(ValueError, match=message):
+        topk_accuracy(scores, labels, 1)
+    with pytest.raises(ValueError, match=message):
+        mean_per_class_recall(scores, labels)
+
+
+def test_labels_at_the_edges_of_the_range_are_accepted():
+    scores = np.eye(3)
+    assert topk_accuracy(scores, [0, 1, 2], 1) == 1.0
+    assert topk_accuracy(scores[::-1], [2, 1, 0], 1) == 1.0
+
+
+def test_confusion_matrix_refuses_bad_indices_and_counts_an_empty_input():
+    with pytest.raises(ValueError, match="3 predictions but 2 labels"):
+        confusion_matrix([0, 1, 2], [0, 1], num_classes=3)
+    with pytest.raises(ValueError, match=r"labels must be integers in \[0, 3\)"):
+        confusion_matrix([0, 1], [0, 3], num_classes=3)
+    with pytest.raises(ValueError, match=r"pred must be integers in \[0, 3\)"):
+        confusion_matrix([-1, 1], [0, 1], num_classes=3)
+    with pytest.raises(ValueError, match=r"pred must be integers in \[0, 3\)"):
+        confusion_matrix([0.5, 1], [0, 1], num_classes=3)
+    np.testing.assert_array_equal(confusion_matrix([], [], num_classes=2), np.zeros((2, 2)))
+    assert confusion_matrix([2, 2], [2, 0], num_classes=3)[0, 2] == 1
+
+
+def test_classify_accepts_single_vectors_and_scores_by_dot_product():
+    image = np.array([0.6, 0.8], dtype=np.float64)
+    classes = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, -0.8]])
+    scores = classify(image, classes)
+    assert scores.shape == (1, 3) and scores.dtype == np.float32
+    np.testing.assert_allclose(scores[0], [0.6, 0.8, 0.36 - 0.64], atol=1e-6)
+    np.testing.assert_allclose(classify(classes, classes[1]), [[0.0], [1.0], [-0.8]], atol=1e-6)
+    with pytest.raises(ValueError, match="dim 2 but class embeddings dim 3"):
+        classify(image, np.ones((2, 3)))
+
+
+def test_retrieval_recall_checks_the_positive_sets():
+    queries, gallery = np.eye(3), np.eye(3)
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        retrieval_recall_at_k(queries, gallery, [{0}, {1}, {2}], 0)
+    with pytest.raises(ValueError, match="2 positive sets for 3 queries"):
+        retrieval_recall_at_k(queries, gallery, [{0}, {1}], 1)
+    with pytest.raises(ValueError, match="out of range for query 1"):
+        retrieval_recall_at_k(queries, gallery, [{0}, {3}, {2}], 1)
+    with pytest.raises(ValueError, match="out of range for query 0"):
+        retrieval_recall_at_k(queries, gallery, [{-1}, {1}, {2}], 1)
+    with pytest.raises(ValueError, match=r"\(3, 3\) boolean matrix"):
+        retrieval_recall_at_k(queries, gallery, np.ones((3, 2), dtype=bool), 1)
+    assert retrieval_recall_at_k(queries, gallery, [{0}, {1}, {2}], 1) == 1.0
+    assert retrieval_recall_at_k(queries, gallery, [{2}, {0}, {1}], 2) == pytest.approx(1 / 3)
+
+
+def test_top5_printout_without_labels_and_with_wrong_names():
+    lines = top5_printout(SCORES, list("abcdef"), 0, k=2)
+    assert lines == [" 1. a  0.900", " 2. f  0.500"]
+    with pytest.raises(ValueError, match="6 classes but 2 names"):
+        top5_printout(SCORES, ["a", "b"], 0)
+    lines = top5_printout(SCORES, ["long-name", "b", "c", "d", "e", "f"], 4, labels=LABELS, k=1)
+    assert lines == [" 1. b          0.600", "    true class 'long-name' ranks 5 with 0.200"]
+
+
+def test_template_functions_refuse_wrong_shapes():
+    from vslib.zeroshot import per_template_accuracy
+
+    with pytest.raises(ValueError, match=r"\(classes, templates, dim\), got shape \(3, 3\)"):
+        per_template_accuracy(np.eye(3), np.eye(3), [0, 1, 2])

@@ -136,9 +136,10 @@ def fit_calibration(
     if y.min() == y.max():
         kind = "matches" if y[0] else "non-matches"
         raise ValueError(f"is_match holds only {kind}; a calibration needs both classes")
-    mean, std = s.mean(), s.std()
-    if std == 0:
+    # Compared directly: the std of equal floats can come out as 3e-17 rather than 0.
+    if s.min() == s.max():
         raise ValueError("all scores are equal; nothing to separate")
+    mean, std = s.mean(), s.std()
     x = (s - mean) / std
     design = np.stack([x, np.ones_like(x)], axis=1)
     penalty = np.diag([l2, 0.0])
