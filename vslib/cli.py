@@ -43,6 +43,10 @@ def _encoder(name: str, device: str | None) -> Encoder:
     from vslib.registry import ModelNotAvailableError
 
     try:
+        if device is not None:
+            from vslib.precision import check_device
+
+            check_device(device)
         return load_encoder(name, device=device)
     except KeyError as error:
         # str(KeyError) adds quotes around the message.

@@ -712,11 +712,13 @@ class ImageIndex:
         self = cls(manifest["dim"], manifest["model"], manifest["dtype"])
         try:
             header = Index.metadata(os.fspath(vectors_file))
+            if not header and not vectors_file.exists():
+                raise _VectorsGone
             if not header or header["dimensions"] != self.dim or header["kind_scalar"].name.lower() != self.dtype:
                 raise IndexFormatError(f"{vectors_file} does not hold {self.dtype} vectors of dimension {self.dim}")
             options = {k: manifest[k] for k in ("connectivity", "expansion_add", "expansion_search")}
             restored = Index.restore(os.fspath(vectors_file), view=view, **options)
-        except IndexFormatError:
+        except (IndexFormatError, _VectorsGone):
             raise
         except (RuntimeError, ValueError, OSError, KeyError, AttributeError) as error:
             if not vectors_file.exists():
