@@ -118,6 +118,25 @@ def _wait_until_serving(process: subprocess.Popen, url: str, log: Path) -> None:
     pytest.fail(f"vslib app did not answer on {url} within {STARTUP_S} s:\n{log.read_text()[-3000:]}", pytrace=False)
 
 
+def _start_app(index_dir: Path, port: int, tmp_path: Path) -> subprocess.Popen:
+    """`vslib app INDEX --port PORT` in a child process, once it answers (log in tmp_path/app.log)."""
+    env = {k: v for k, v in os.environ.items() if k != "GRADIO_TEMP_DIR"}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VSLIB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
+               OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    log = tmp_path / "app.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "vslib.cli", "app", str(index_dir), "--port", str(port), "--device", "cpu"],
+            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+        )
+    try:
+        _wait_until_serving(process, f"http://127.0.0.1:{port}/", log)
+    except BaseException:
+        _stop(process)
+        raise
+    return process
+
+
 def _stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGINT)  # gradio closes cleanly on Ctrl+C
@@ -168,17 +187,8 @@ def test_the_app_in_chromium(tmp_path, capsys):
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}/"
-    env = {k: v for k, v in os.environ.items() if k != "GRADIO_TEMP_DIR"}
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VSLIB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
-               OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    log = tmp_path / "app.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "vslib.cli", "app", str(index_dir), "--port", str(port), "--device", "cpu"],
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
-        )
+    process = _start_app(index_dir, port, tmp_path)
     try:
-        _wait_until_serving(process, url, log)
         profile = tmp_path / "chromium-profile"
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch_persistent_context(
@@ -271,17 +281,8 @@ def test_the_app_serves_only_indexed_images_and_only_to_its_own_host_names(tmp_p
     capsys.readouterr()
 
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "GRADIO_TEMP_DIR"}
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VSLIB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
-               OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    log = tmp_path / "app.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "vslib.cli", "app", str(index_dir), "--port", str(port), "--device", "cpu"],
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
-        )
+    process = _start_app(index_dir, port, tmp_path)
     try:
-        _wait_until_serving(process, f"http://127.0.0.1:{port}/", log)
         for name in (".env", "notes.txt", "later2.png"):
             status, body = _get(port, f"/gradio_api/file={root / name}")
             assert status == 403, (name, status)

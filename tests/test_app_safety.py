@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
 from test_app import ShadeEncoder, SiglipLike, build_index, photos  # noqa: F401  (fixture)
-from vslib import app, cli
+from vslib import app
 
 
 def guard(tmp_path: Path, files: list[Path]) -> app.RequestGuard:
@@ -102,26 +100,3 @@ def test_an_upload_is_decoded_by_vslib_reduced_to_what_the_model_needs(photos, t
     Image.new("1", (9000, 8000)).save(bomb)  # 72 MP in a few KB
     refused = service.search(image=str(bomb), k=1)
     assert refused.rows == [] and "too large" in refused.message
-
-
-def test_vslib_app_launches_with_the_guard_and_an_upload_cap(photos, tmp_path, monkeypatch):  # noqa: F811
-    pytest.importorskip("gradio")
-    out = build_index(photos, tmp_path / "photos.index", SiglipLike())
-    launched = {}
-
-    class FakePage:
-        def launch(self, **options):
-            launched.update(options)
-
-    monkeypatch.setattr(app, "build_app", lambda service: FakePage())
-    monkeypatch.setattr(cli, "load_encoder", lambda name, device=None: SiglipLike(name))
-    handler = signal.getsignal(signal.SIGTERM)
-    assert cli.main(["app", str(out)]) == 0
-    assert signal.getsignal(signal.SIGTERM) == handler
-    (middleware,) = launched["app_kwargs"]["middleware"]
-    assert middleware.cls is app.RequestGuard
-    assert middleware.kwargs["files"] == frozenset(str((photos / p).resolve()) for p in
-                                                   ("red.png", "blue.png", "green.png", "more/purple.png"))
-    assert "127.0.0.1" in middleware.kwargs["hosts"] and "evil.example" not in middleware.kwargs["hosts"]
-    assert launched["max_file_size"] == app.MAX_UPLOAD
-    assert np.isclose(float(app.MAX_UPLOAD.rstrip("mb")), 20)
