@@ -279,7 +279,7 @@ def test_the_page_builds_with_gradio(photos, tmp_path, monkeypatch):
 # -- the command line ----------------------------------------------------------------------------
 
 
-def test_vslib_app_launches_on_localhost_with_only_the_folder_allowed(photos, tmp_path, monkeypatch):
+def test_vslib_app_launches_on_localhost_serving_only_indexed_files(photos, tmp_path, monkeypatch):
     pytest.importorskip("gradio")
     out = build_index(photos, tmp_path / "photos.index", SiglipLike())
     launched = {}
@@ -296,6 +296,13 @@ def test_vslib_app_launches_on_localhost_with_only_the_folder_allowed(photos, tm
     assert launched["share"] is False and launched["allowed_paths"] == [str(photos.resolve())]
     assert str(out.resolve()) in launched["blocked_paths"]
     assert signal.getsignal(signal.SIGTERM) == handler  # put back after serving
+    # In front of Gradio: only the indexed files, only this machine's host names; uploads capped.
+    (middleware,) = launched["app_kwargs"]["middleware"]
+    assert middleware.cls is app.RequestGuard
+    assert middleware.kwargs["files"] == frozenset(str((photos / p).resolve()) for p in
+                                                   ("red.png", "blue.png", "green.png", "more/purple.png"))
+    assert "127.0.0.1" in middleware.kwargs["hosts"] and "evil.example" not in middleware.kwargs["hosts"]
+    assert launched["max_file_size"] == app.MAX_UPLOAD == "20mb"
 
 
 def test_vslib_app_reports_a_missing_index_and_a_missing_gradio(photos, tmp_path, monkeypatch, capsys):

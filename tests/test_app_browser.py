@@ -118,6 +118,25 @@ def _wait_until_serving(process: subprocess.Popen, url: str, log: Path) -> None:
     pytest.fail(f"vslib app did not answer on {url} within {STARTUP_S} s:\n{log.read_text()[-3000:]}", pytrace=False)
 
 
+def _start_app(index_dir: Path, port: int, tmp_path: Path) -> subprocess.Popen:
+    """`vslib app INDEX --port PORT` in a child process, once it answers (log in tmp_path/app.log)."""
+    env = {k: v for k, v in os.environ.items() if k != "GRADIO_TEMP_DIR"}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VSLIB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
+               OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    log = tmp_path / "app.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "vslib.cli", "app", str(index_dir), "--port", str(port), "--device", "cpu"],
+            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+        )
+    try:
+        _wait_until_serving(process, f"http://127.0.0.1:{port}/", log)
+    except BaseException:
+        _stop(process)
+        raise
+    return process
+
+
 def _stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGINT)  # gradio closes cleanly on Ctrl+C
@@ -168,17 +187,8 @@ def test_the_app_in_chromium(tmp_path, capsys):
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}/"
-    env = {k: v for k, v in os.environ.items() if k != "GRADIO_TEMP_DIR"}
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VSLIB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
-               OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    log = tmp_path / "app.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "vslib.cli", "app", str(index_dir), "--port", str(port), "--device", "cpu"],
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
-        )
+    process = _start_app(index_dir, port, tmp_path)
     try:
-        _wait_until_serving(process, url, log)
         profile = tmp_path / "chromium-profile"
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch_persistent_context(
@@ -241,3 +251,49 @@ def test_the_app_in_chromium(tmp_path, capsys):
     with capsys.disabled():
         print(f"\nbrowser test: {time.monotonic() - started:.1f} s; screenshots in {artifacts}: "
               f"{', '.join(sorted(p.name for p in artifacts.glob('*.png')))}")
+
+
+def _get(port: int, target: str, host: str | None = None) -> tuple[int, bytes]:
+    """GET ``target`` sending ``host`` as the Host header (default: the address itself)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.putrequest("GET", target, skip_host=host is not None, skip_accept_encoding=True)
+        if host is not None:
+            connection.putheader("Host", host)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_the_app_serves_only_indexed_images_and_only_to_its_own_host_names(tmp_path, capsys):
+    """Over plain HTTP (no browser): files under the folder that are not indexed, and a forged Host."""
+    pytest.importorskip("gradio")
+    root = tmp_path / "scenes"
+    files = synth.save_scenes(synth.make_split("test", 4, size=64, small_objects=0), root)
+    (root / ".env").write_text("API_KEY=not-for-the-browser\n")  # hidden: never indexed
+    (root / "notes.txt").write_text("not for the browser\n")
+    (root / "later.png").write_bytes(files[0].read_bytes())  # an image added after indexing
+    index_dir = tmp_path / "scenes.index"
+    assert cli.main(["index", str(root), "--model", MODEL, "--out", str(index_dir), "--no-progress"]) == 0
+    (root / "later2.png").write_bytes(files[0].read_bytes())
+    capsys.readouterr()
+
+    port = _free_port()
+    process = _start_app(index_dir, port, tmp_path)
+    try:
+        for name in (".env", "notes.txt", "later2.png"):
+            status, body = _get(port, f"/gradio_api/file={root / name}")
+            assert status == 403, (name, status)
+            assert b"not-for-the-browser" not in body and b"not for the browser" not in body
+        assert _get(port, f"/gradio_api/file={root / 'later.png'}") == (200, files[0].read_bytes())
+        assert _get(port, f"/gradio_api/file={files[1]}") == (200, files[1].read_bytes())
+        # A page on evil.example that resolves its name to 127.0.0.1 sends Host: evil.example.
+        for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.evil.example"):
+            assert _get(port, "/", host=host)[0] == 400, host
+            assert _get(port, f"/gradio_api/file={files[1]}", host=host)[0] == 400
+        for host in (f"localhost:{port}", f"127.0.0.1:{port}", "localhost"):
+            assert _get(port, "/", host=host)[0] == 200, host
+    finally:
+        _stop(process)

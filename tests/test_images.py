@@ -169,3 +169,50 @@ def test_scan_skips_hidden_files_reads_any_suffix_case_and_reports_dangling_link
     scan = scan_folder(tmp_path)
     assert [p.relative_to(tmp_path).as_posix() for p in scan.files] == ["LOUD.PNG", "b/1.webp", "b/2.jpg"]
     assert [(p.name, reason.split(" (")[0]) for p, reason in scan.skipped] == [("gone.png", "cannot read file")]
+
+
+def _gradient(width: int, height: int) -> np.ndarray:
+    """A smooth RGB picture: red grows left to right, green top to bottom, a blue square."""
+    x = np.linspace(0, 255, width)[None, :].repeat(height, 0)
+    y = np.linspace(0, 255, height)[:, None].repeat(width, 1)
+    blue = np.zeros((height, width))
+    blue[height // 4: height // 2, width // 4: width // 2] = 255
+    return np.stack([x, y, blue], axis=-1).astype(np.uint8)
+
+
+@pytest.mark.parametrize("suffix, mode", [(".jpg", "RGB"), (".png", "RGBA"), (".png", "RGB"), (".webp", "RGB")])
+def test_a_large_image_is_decoded_reduced_but_looks_the_same(tmp_path: Path, suffix, mode):
+    pixels = _gradient(1600, 1200)
+    picture = Image.fromarray(pixels).convert(mode)
+    path = tmp_path / f"big{suffix}"
+    picture.save(path, **({"quality": 95} if suffix == ".jpg" else {}))
+    full = load_image(path)
+    reduced = load_image(path, min_side=128)
+    assert full.size == (1600, 1200)
+    assert 128 <= min(reduced.size) < 128 * 2 and reduced.size[0] > reduced.size[1]
+    expected = np.asarray(full.resize(reduced.size, Image.BOX), dtype=np.float32)
+    assert np.abs(np.asarray(reduced, dtype=np.float32) - expected).mean() < 3.0
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_reduced_decoding_keeps_the_exif_orientation(tmp_path: Path, suffix):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    path = tmp_path / f"rotated{suffix}"
+    Image.fromarray(_gradient(800, 400)).save(path, exif=exif)
+    upright = load_image(path, min_side=64)
+    assert upright.size[0] < upright.size[1] and min(upright.size) >= 64
+    assert load_image(path).size == (400, 800)
+
+
+def test_small_images_decode_exactly_as_before(tmp_path: Path):
+    path = tmp_path / "small.png"
+    Image.fromarray(_gradient(200, 150)).save(path)
+    assert np.array_equal(np.asarray(load_image(path, min_side=128)), np.asarray(load_image(path)))
+
+
+def test_the_pixel_cap_applies_before_any_decoding(tmp_path: Path):
+    path = tmp_path / "wide.png"
+    Image.new("1", (9000, 8000)).save(path)  # 72 MP in a few KB
+    with pytest.raises(ImageLoadError, match="too large"):
+        load_image(path, min_side=64)

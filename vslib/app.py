@@ -17,10 +17,14 @@ of query the table says ``n/a`` and the cut-off does not hide anything.
 
 What the app may touch: it opens the index read-only and only reads the indexed images.
 Thumbnails and uploads live in a private temporary folder (``GRADIO_TEMP_DIR`` when set).
-The server binds to 127.0.0.1 unless told otherwise, and serves original images only from
-inside the indexed folder: every stored path is resolved (symlinks included) and refused if
-it ends outside the folder (:func:`safe_path`), and Gradio's own file route allows only that
-folder (``allowed_paths``) besides its temporary folder.
+The server binds to 127.0.0.1 unless told otherwise and serves, besides that temporary
+folder, only the files the index holds: every stored path is resolved (symlinks included) and
+refused if it ends outside the folder (:func:`safe_path`), and a guard in front of Gradio
+(:class:`RequestGuard`) answers 403 to a file request for anything else (another file in the
+folder, the index itself) and 400 to a request whose ``Host`` is not the bound address or
+``localhost`` (what a DNS-rebinding page would send). Uploads are capped in size, decoded by
+:mod:`vslib.images` (reduced to what the model needs, never by Gradio), and several searches
+run at once (:data:`WORKERS`), so one large upload does not hold up every other user.
 
 Gradio is imported only when the app is built, so ``import vslib.app`` works without it;
 install it with ``pip install 'vslib[app]'``. Introduced in chapter 7.
@@ -59,6 +63,7 @@ __all__ = [
     "CALIBRATION_FILE",
     "AppError",
     "Calibrations",
+    "RequestGuard",
     "ResultRow",
     "SearchOutcome",
     "SearchService",
@@ -86,6 +91,11 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 THUMBNAIL_SIZE = 256
 MAX_K = 50
+#: Searches served at the same time; the model itself runs one query at a time (it is fast).
+WORKERS = 4
+#: Largest upload accepted (bytes on the wire; decoding is bounded by vslib.images).
+MAX_UPLOAD = "20mb"
+_LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _FILE_ROUTE = "/gradio_api/file="
 _MARKDOWN_SPECIAL = re.compile(r"[\\`*_{}\[\]()#+\-.!|<>~]")
 
@@ -329,7 +339,7 @@ def thumbnail(file: Path | None, size: int = THUMBNAIL_SIZE) -> Image.Image:
     """
     if file is not None:
         try:
-            image = load_image(file)
+            image = load_image(file, min_side=size)
             image.thumbnail((size, size))
             return image
         except ImageLoadError:
@@ -364,6 +374,8 @@ class SearchService:
         self.index = index
         self.encoder = encoder
         self.calibrations = calibrations or Calibrations()
+        # Searches run in several worker threads; the model (and its tokenizer) one at a time.
+        self._model_lock = threading.Lock()
 
     @property
     def root(self) -> Path:
@@ -406,7 +418,11 @@ class SearchService:
         if text and text_weight > 0:
             terms.append(QueryTerm(float(text_weight), text=text))
         if image and image_weight > 0:
-            terms.append(QueryTerm(float(image_weight), image=Path(image)))
+            try:  # decoded here, reduced to what the model needs, outside the model lock
+                picture = load_image(image, min_side=self.encoder.decode_side)
+            except ImageLoadError as error:
+                return SearchOutcome([], f"The uploaded image cannot be read: {error.reason}.")
+            terms.append(QueryTerm(float(image_weight), image=picture))
         if not terms:
             return SearchOutcome([], "Type a text or upload an image (with a weight above 0) to search.")
         if negative and negative_weight > 0:
@@ -414,7 +430,8 @@ class SearchService:
         kind = "image" if any(term.is_image for term in terms) else "text"
         k = max(1, min(int(k), len(self.index)))
         try:
-            hits = search(self.index, self.encoder, terms, k=k)
+            with self._model_lock:
+                hits = search(self.index, self.encoder, terms, k=k)
         except TextNotSupportedError:
             return SearchOutcome([], f"`{self.encoder.name}` is an image-only model: it cannot embed text. "
                                      "Search with an image and leave the text fields empty.")
@@ -524,7 +541,8 @@ def build_app(service: SearchService) -> Any:
                     negative_weight = gr.Slider(0, 3, value=1, step=0.1, label="negative weight",
                                                 elem_id="negative-weight")
             with gr.Column(scale=1):
-                image = gr.Image(label="Image query (upload)", type="filepath", format="png", sources=["upload"],
+                # image_mode=None: Gradio passes the uploaded file on without decoding it.
+                image = gr.Image(label="Image query (upload)", type="filepath", image_mode=None, sources=["upload"],
                                  height=220, elem_id="query-image")
         with gr.Row():
             k = gr.Slider(1, max_k, value=min(12, max(1, len(service.index))), step=1, label="results (k)",
@@ -541,8 +559,86 @@ def build_app(service: SearchService) -> Any:
         outputs = [status, gallery, table]
         for event in (search.click, text.submit, negative.submit):
             event(run, inputs, outputs, api_visibility="private")
-    page.queue(default_concurrency_limit=1)
+    page.queue(default_concurrency_limit=WORKERS)
     return page
+
+
+class RequestGuard:
+    """ASGI middleware in front of Gradio: checks the ``Host`` header and every file request.
+
+    Args:
+        app: The ASGI app it guards.
+        hosts: Host names accepted in the ``Host`` header (without the port).
+        files: Resolved paths of the files that may be served (the indexed images).
+        folders: Resolved folders whose files may be served (Gradio's temporary folder).
+
+    Introduced in chapter 7.
+    """
+
+    def __init__(self, app: Any, hosts: frozenset[str], files: frozenset[str], folders: Sequence[str]) -> None:
+        self.app, self.hosts, self.files = app, hosts, files
+        self.folders = tuple(os.path.join(folder, "") for folder in folders)
+
+    def allows_host(self, header: str) -> bool:
+        """Whether a ``Host`` header names an accepted host (chapter 7)."""
+        name = header.strip().lower()
+        if name.startswith("["):
+            name = name[1:].split("]", 1)[0]
+        elif name.count(":") == 1:
+            name = name.split(":", 1)[0]
+        return name in self.hosts
+
+    def allows_file(self, target: str) -> bool:
+        """Whether the file route may serve ``target`` (a path, never a URL) (chapter 7)."""
+        if "://" in target or not target or "\x00" in target:
+            return False
+        resolved = os.path.realpath(target)
+        return resolved in self.files or resolved.startswith(self.folders)
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] in ("http", "websocket"):
+            headers = dict(scope.get("headers") or [])
+            host = headers.get(b"host", b"").decode("latin-1")
+            path = scope.get("path", "")
+            if not self.allows_host(host):
+                return await self._refuse(scope, send, 400, b"refused: unexpected Host header")
+            if "/file=" in path and not self.allows_file(path.split("/file=", 1)[1]):
+                return await self._refuse(scope, send, 403, b"refused: not an indexed image")
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _refuse(scope: dict, send: Callable, status: int, body: bytes) -> None:
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _accepted_hosts(host: str) -> frozenset[str]:
+    names = set(_LOCAL_NAMES) | {host.lower()}
+    if host in ("0.0.0.0", "::", ""):  # every address of this machine: its names and addresses
+        import socket
+
+        names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+        try:
+            names |= {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)}
+        except OSError:
+            pass
+    return frozenset(names)
+
+
+def _served_files(index: ImageIndex) -> frozenset[str]:
+    """Resolved paths of the indexed files that lie inside the indexed folder."""
+    assert index.root is not None
+    files = set()
+    for stored in index.paths:
+        try:
+            files.add(str(safe_path(index.root, stored)))
+        except UnsafePathError:
+            continue
+    return frozenset(files)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -590,7 +686,11 @@ def launch(
     if not _is_loopback(host):
         print(f"warning: serving on {host}: anyone who can reach this machine can search the index and see "
               "its images; there is no login", file=sys.stderr)
+    from starlette.middleware import Middleware
+
     blocked = [str(Path(index_path).resolve())]
+    guard = Middleware(RequestGuard, hosts=_accepted_hosts(host), files=_served_files(index),
+                       folders=[os.path.realpath(_private_temp_dir())])
     previous = None
     if block and threading.current_thread() is threading.main_thread():
         # `kill PID` stops the server like Ctrl+C, so the temporary folder is removed at exit.
@@ -603,7 +703,8 @@ def launch(
             inbrowser=False,
             allowed_paths=[str(index.root)],
             blocked_paths=blocked,
-            max_file_size="50mb",
+            max_file_size=MAX_UPLOAD,
+            app_kwargs={"middleware": [guard]},
             footer_links=[],
             run_history=False,
             ssr_mode=False,

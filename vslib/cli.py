@@ -43,6 +43,10 @@ def _encoder(name: str, device: str | None) -> Encoder:
     from vslib.registry import ModelNotAvailableError
 
     try:
+        if device is not None:
+            from vslib.precision import check_device
+
+            check_device(device)
         return load_encoder(name, device=device)
     except KeyError as error:
         # str(KeyError) adds quotes around the message.
@@ -87,18 +91,36 @@ def _add_index_command(commands: Any) -> None:
                         help="images per forward pass (default: 32)")
     parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    parser.add_argument("--rehash", action="store_true",
+                        help="hash every file, also those whose size and mtime did not change (reads every byte)")
+    parser.add_argument("--no-wait", action="store_true",
+                        help="fail at once if another process is writing INDEX (default: wait for it)")
     parser.set_defaults(run=_run_index)
 
 
 def _run_index(args: argparse.Namespace) -> int:
-    from vslib.index import ImageIndex
+    from vslib.indexlock import IndexLockedError, writer_lock
 
     root = Path(args.dir)
     if not root.is_dir():
         raise CommandError(f"{root} is not a folder")
-    out = Path(args.out)
+    try:
+        # One writer at a time, from reading the index to committing the update.
+        with writer_lock(args.out, wait=not args.no_wait):
+            return _update_index(args, root, Path(args.out))
+    except IndexLockedError as error:
+        raise CommandError(str(error)) from None
+    except OSError as error:  # e.g. no permission to create the lock file
+        raise CommandError(f"cannot write {args.out}: {error}") from None
+
+
+def _update_index(args: argparse.Namespace, root: Path, out: Path) -> int:
+    from vslib.index import ImageIndex
+    from vslib.safetext import printable_path
+
     index = None
-    if ImageIndex.exists(out):
+    state = ImageIndex.folder_state(out)
+    if state == "index":
         try:
             index = ImageIndex.load(out)
         except (OSError, ValueError) as error:
@@ -111,7 +133,7 @@ def _run_index(args: argparse.Namespace) -> int:
         if args.dtype is not None and args.dtype != index.dtype:
             raise CommandError(f"{out} stores {index.dtype} vectors, not {args.dtype}; write a new index with --out")
         model = index.model
-    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+    elif state in ("file", "foreign"):
         raise CommandError(f"{out} exists and is not an image index")
     elif args.model is None:
         raise CommandError("--model is required to create a new index")
@@ -123,12 +145,12 @@ def _run_index(args: argparse.Namespace) -> int:
         index = ImageIndex(encoder.dim, encoder.name, dtype=args.dtype or "f16")
     try:
         report = index.update_folder(root, encoder, batch_size=args.batch_size,
-                                     progress=False if args.no_progress else None)
+                                     progress=False if args.no_progress else None, rehash=args.rehash)
         index.save(out)
     except (OSError, ValueError) as error:
         raise CommandError(str(error)) from None
     for path, reason in report.skipped:
-        print(f"skipped {root / path}: {reason}")
+        print(f"skipped {printable_path(str(root / path))}: {reason}")
     print(report.summary())
     print(f"{len(index)} images in {out} ({index.model}, {index.dtype})")
     return 0
@@ -164,7 +186,13 @@ def _run_search(args: argparse.Namespace) -> int:
     from vslib.images import ImageLoadError
     from vslib.index import ImageIndex
     from vslib.query import QueryTerm, parse_query, search
+    from vslib.safetext import json_path, printable_path
 
+    if args.text is not None and not args.text.strip():
+        raise CommandError("the text query is empty; type what to search for")
+    if ImageIndex.folder_state(args.index) == "new":
+        raise CommandError(f"{args.index} holds no saved index yet (an interrupted first save?); "
+                           f"run 'vslib index DIR --out {args.index}' again")
     try:
         index = ImageIndex.load(args.index, view=True)
     except (OSError, ValueError) as error:
@@ -184,7 +212,7 @@ def _run_search(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from None
 
     rows = [
-        {"rank": rank, "score": round(hit.score, 6), "path": str(index.resolve(hit.path)), "key": hit.key}
+        {"rank": rank, "score": round(hit.score, 6), **json_path(str(index.resolve(hit.path))), "key": hit.key}
         for rank, hit in enumerate(hits, start=1)
     ]
     if args.json:
@@ -193,8 +221,8 @@ def _run_search(args: argparse.Namespace) -> int:
         print("no results: the index is empty")
     else:
         print(f"{'rank':>4}  {'score':>7}  path")
-        for row in rows:
-            print(f"{row['rank']:>4}  {row['score']:>7.4f}  {row['path']}")
+        for row, hit in zip(rows, hits):
+            print(f"{row['rank']:>4}  {row['score']:>7.4f}  {printable_path(str(index.resolve(hit.path)))}")
     return 0
 
 
@@ -277,6 +305,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Introduced in chapter 5.
     """
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):  # never crash on a character the terminal cannot show
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(_attach_free_text(sys.argv[1:] if argv is None else argv))
     try:

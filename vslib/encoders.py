@@ -62,15 +62,16 @@ class EncodedFiles:
 class _FileDataset(torch.utils.data.Dataset):
     """Loads and preprocesses one file; failures come back as a reason string, not an exception."""
 
-    def __init__(self, paths: Sequence[Path]) -> None:
+    def __init__(self, paths: Sequence[Path], min_side: int | None = None) -> None:
         self.paths = list(paths)
+        self.min_side = min_side
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[int, Image.Image | str]:
         try:
-            return i, load_image(self.paths[i])
+            return i, load_image(self.paths[i], min_side=self.min_side)
         except ImageLoadError as error:
             return i, error.reason
 
@@ -98,6 +99,10 @@ class Encoder(ABC):
         supports_text: Whether :meth:`encode_texts` works.
         device: Torch device the model runs on.
         dtype: Torch dtype of the model weights.
+        fingerprint: ``"<name>@sha256:<hex>"`` of the files the model was loaded from
+            (:func:`vslib.fingerprint.model_fingerprint`), or ``None``.
+        decode_side: Images are decoded at a reduced size whose shorter side stays at least
+            this many pixels (twice what the model sees), or in full when ``None``.
 
     Introduced in chapter 1.
     """
@@ -108,6 +113,8 @@ class Encoder(ABC):
     supports_text: bool = False
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
+    fingerprint: str | None = None
+    decode_side: int | None = None
 
     # -- what a model family provides -----------------------------------------------------------
 
@@ -188,7 +195,7 @@ class Encoder(ABC):
         if num_workers is None:
             num_workers = min(4, os.cpu_count() or 1) if len(paths) > 2 * batch_size else 0
         loader = torch.utils.data.DataLoader(
-            _FileDataset(paths),
+            _FileDataset(paths, self.decode_side),
             batch_size=batch_size,
             num_workers=num_workers,
             collate_fn=_Collate(self._collate_preprocessor()),
@@ -332,7 +339,12 @@ class _HFEncoder(Encoder):
 
         self.name, self.device, self.dtype = name, device, dtype
         self.model = AutoModel.from_pretrained(path, dtype=dtype).to(device).eval()
-        self._preprocess = _ProcessorCall(AutoImageProcessor.from_pretrained(path))
+        processor = AutoImageProcessor.from_pretrained(path)
+        self._preprocess = _ProcessorCall(processor)
+        size = getattr(processor, "size", None) or {}
+        sides = [size.get(key) for key in ("shortest_edge", "height", "width") if isinstance(size, dict)]
+        sides = [int(side) for side in sides if isinstance(side, int)]
+        self.decode_side = 2 * max(sides) if sides else None
 
     def preprocess(self, images: list[Image.Image]) -> dict[str, torch.Tensor]:
         return self._preprocess(images)
@@ -467,6 +479,7 @@ class DinoTxtEncoder(Encoder):
         self.patch_size = config.patch_size
         self._preprocess = _DinoTxtPreprocess(config.resize_size, config.image_size, config.image_mean,
                                               config.image_std)
+        self.decode_side = 2 * int(config.resize_size)
 
     @property
     def logit_scale(self) -> float:
@@ -522,14 +535,18 @@ def load_encoder(
     Raises:
         ModelNotAvailableError: The model is not cached and cannot be downloaded (offline).
         KeyError: The name is not a registered model, a directory or a Hub id.
+        ValueError: The device is not one torch knows, or is not available here.
 
     Introduced in chapter 1.
     """
     from vslib import precision
+    from vslib.fingerprint import model_fingerprint
 
+    torch_device = precision.check_device(device) if device is not None else precision.pick_device()
     resolved = registry.resolve(name_or_path)
-    torch_device = torch.device(device) if device is not None else precision.pick_device()
     torch_dtype = precision.as_dtype(dtype) if dtype is not None else precision.pick_dtype(resolved.family, torch_device)
     cls = _FAMILIES[resolved.family]
     with _quiet_loading():
-        return cls(resolved.name, resolved.path, torch_device, torch_dtype, **options)
+        encoder = cls(resolved.name, resolved.path, torch_device, torch_dtype, **options)
+    encoder.fingerprint = model_fingerprint(resolved.name, resolved.path)
+    return encoder

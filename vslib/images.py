@@ -22,6 +22,12 @@ IMAGE_SUFFIXES = frozenset(
 #: Image formats PIL cannot decode here: reported as skipped when walking a folder.
 UNSUPPORTED_SUFFIXES = frozenset({".heic", ".heif", ".svg", ".psd", ".cr2", ".cr3", ".nef", ".arw", ".dng", ".raf"})
 #: Images with more pixels than this are refused (a decompression-bomb guard): 64 MP by default.
+#: With :func:`load_image`'s ``min_side``, a JPEG decodes at 1/2 to 1/8 scale (DCT scaling) and
+#: other formats are reduced right after decoding, before any conversion, so one image costs
+#: about 8 bytes per pixel at most (an RGBA PNG: the decoded image and PIL's premultiplied copy
+#: while reducing), 0.5 GB at the cap, and a JPEG almost nothing. Measured peak memory growth
+#: (``benchmarks/decode_memory.py``, 64 MP): RGBA PNG 1,466 MB decoded in full, 490 MB reduced;
+#: RGB JPEG 490 MB in full, 9 MB reduced.
 MAX_PIXELS = 64_000_000
 
 # A truncated JPEG must raise, not decode into a half-grey image that silently joins the index.
@@ -66,8 +72,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def load_image(path: str | Path, *, max_pixels: int = MAX_PIXELS, min_side: int | None = None) -> Image.Image:
     """Open an image file as RGB, upright (EXIF orientation applied), fully decoded.
+
+    With ``min_side``, a larger image is decoded at a reduced size whose shorter side stays at
+    least ``min_side`` pixels: JPEG through PIL's ``draft`` (the decoder scales by 1/2, 1/4 or
+    1/8 and never holds the full image), other formats through ``reduce`` (box averaging by a
+    whole factor) right after decoding, before any conversion. Encoders pass twice the size
+    their model sees, so what the model gets barely changes while memory stays bounded.
 
     Raises:
         ImageLoadError: If the file is missing, empty, not an image, truncated, too
@@ -93,7 +105,7 @@ def load_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> Image.Image
                     raise ImageLoadError(
                         path, f"too large ({width}x{height} = {width * height / 1e6:.0f} MP > {max_pixels / 1e6:.0f} MP)"
                     )
-                image.load()
+                image = _decode(image, min_side)
                 image = ImageOps.exif_transpose(image)
                 return to_rgb(image)
     except ImageLoadError:
@@ -107,6 +119,25 @@ def load_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> Image.Image
         if "truncated" in reason.lower():
             reason = f"truncated image data ({reason})"
         raise ImageLoadError(path, f"cannot decode: {reason}") from None
+
+
+def _decode(image: Image.Image, min_side: int | None) -> Image.Image:
+    """Decode ``image``, reduced so its shorter side stays at least ``min_side`` (if given)."""
+    width, height = image.size
+    factor = min(width, height) // min_side if min_side else 1
+    if factor < 2:
+        image.load()
+        return image
+    if image.format == "JPEG":
+        image.draft(None, (-(-width // factor), -(-height // factor)))
+        image.load()
+        return image
+    exif = image.getexif()
+    image.load()
+    reduced = image.reduce(factor)
+    if exif:
+        reduced.info["exif"] = exif.tobytes()  # keep the orientation for exif_transpose
+    return reduced
 
 
 def as_image(item: Image.Image | str | Path) -> Image.Image:

@@ -56,6 +56,43 @@ def pick_device() -> torch.device:
     return torch.device("cpu")
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """A torch device named by the user, checked: known to torch and available here.
+
+    Raises:
+        ValueError: For a name torch does not know (``"potato"``), or CUDA / MPS on a
+            machine without them, with the devices that are available.
+
+    Introduced in chapter 2.
+    """
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"unknown device {str(device)!r}; use {_available_devices()}") from None
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r}: no CUDA GPU is available here; use {_available_devices()}")
+        if chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    elif chosen.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"device {str(device)!r}: Apple's MPS is not available here; use {_available_devices()}")
+    elif chosen.type != "cpu":
+        raise ValueError(f"device {str(device)!r} is not supported; use {_available_devices()}")
+    return chosen
+
+
+def _available_devices() -> str:
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names.insert(0, "cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        names.insert(0, "mps")
+    return " or ".join(names)
+
+
 def pick_dtype(family: str, device: torch.device | str) -> torch.dtype:
     """A safe default dtype for a model family on a device.
 

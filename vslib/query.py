@@ -171,7 +171,8 @@ def search(
     """The top ``k`` images of ``index`` for a query string, terms or query vector, best first.
 
     Raises:
-        ValueError: If ``encoder`` is not the model the index was built with.
+        ValueError: If ``encoder`` is not the model the index was built with (name,
+            dimension or fingerprint).
 
     Introduced in chapter 5.
     """
@@ -180,5 +181,6 @@ def search(
             f"the index holds embeddings from model {index.model!r} but the query encoder is {encoder.name!r}; "
             "query with the model the index was built with"
         )
+    index.check_encoder(encoder)
     vector = query if isinstance(query, np.ndarray) else query_vector(encoder, query)
     return index.search(vector, k=k, exact=exact)
