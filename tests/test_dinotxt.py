@@ -8,11 +8,13 @@ import json
 import math
 import unicodedata
 
+import numpy as np
 import pytest
 import regex
 import torch
 from transformers import DINOv3ViTConfig, DINOv3ViTModel
 
+from vslib import dinotxt as dinotxt_module
 from vslib.bpe import ClipTokenizer, bytes_to_unicode, read_bpe_merges, train_bpe_merges, write_bpe_vocab
 from vslib.dinotxt import (
     DinoTxtBackboneError,
@@ -591,3 +593,14 @@ def test_load_official_file_set(tmp_path, model, merges):
     assert json.loads((tmp_path / "converted" / "config.json").read_text())["backbone"] == "../backbone.pth"
     assert torch.equal(load_dinotxt(tmp_path / "converted").encode_image(pixels), loaded.encode_image(pixels))
 
+
+
+def test_backbone_weights_compare_across_dtypes():
+    backbone = tiny_backbone()
+    fp32 = dinotxt_module.backbone_weights(backbone)
+    as_bf16 = dinotxt_module.backbone_weights(backbone, dtype=torch.bfloat16)
+    loaded_bf16 = dinotxt_module.backbone_weights(tiny_backbone().to(torch.bfloat16))
+    key = "embeddings.patch_embeddings.weight"
+    assert all(v.dtype == np.float32 for v in fp32.values()) and list(fp32) == sorted(fp32)
+    assert not np.array_equal(fp32[key], as_bf16[key])  # bf16 rounds the weights
+    assert all(np.array_equal(as_bf16[k], loaded_bf16[k]) for k in fp32)

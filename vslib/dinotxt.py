@@ -62,6 +62,7 @@ __all__ = [
     "TextTower",
     "VisionHead",
     "backbone_sha256",
+    "backbone_weights",
     "check_state_dict",
     "clip_loss",
     "convert_official_backbone",
@@ -876,6 +877,28 @@ def check_state_dict(model_part: nn.Module, state_dict: Mapping[str, torch.Tenso
     ]
     if missing or unexpected or mismatched:
         raise DinoTxtKeyError(missing, unexpected, mismatched)
+
+
+def backbone_weights(backbone: nn.Module, dtype: torch.dtype | None = None) -> dict[str, Any]:
+    """A module's weights as float32 NumPy arrays on the CPU, by state-dict key.
+
+    Args:
+        backbone: The module (usually the DINOv3 backbone), on any device and dtype.
+        dtype: Round floating-point weights through this dtype first (e.g. the dtype an
+            encoder runs in), so that weights from a file compare with a loaded model's.
+
+    Returns:
+        ``{key: array}`` in key order.
+
+    Introduced in chapter 3.
+    """
+    weights = {}
+    for name, tensor in sorted(backbone.state_dict().items()):
+        tensor = tensor.detach()
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        weights[name] = tensor.to(device="cpu", dtype=torch.float32).numpy()
+    return weights
 
 
 def backbone_sha256(backbone: nn.Module) -> str:
