@@ -106,3 +106,19 @@ def forced_dtype() -> str | None:
     if value not in DTYPE_NAMES:
         raise ValueError(f"VSLIB_DTYPE={value!r} is not a dtype; use one of {', '.join(DTYPE_NAMES)}")
     return value
+
+
+def per_class_cap() -> int | None:
+    """``VSLIB_PER_CLASS``: at most this many evaluation images per class (a quick run).
+
+    Raises:
+        ValueError: If it is not a positive whole number.
+
+    Introduced in chapter 1.
+    """
+    value = os.environ.get("VSLIB_PER_CLASS", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"VSLIB_PER_CLASS={value!r} is not a positive whole number")
+    return int(value)
