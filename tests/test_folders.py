@@ -37,7 +37,7 @@ def test_folder_classes_labels_and_disjoint_splits(labelled):
     assert [im.getpixel((0, 0))[0] for im in test.images[:2]] == [11, 13]  # PNG is lossless
     assert not set(test.paths) & set(val.paths)
     assert test.captions[0] == "a photo of a golf ball." and test.label(2) == "tench"
-    assert test.describe(2) == "tench" and list(test.attributes()) == ["class"]
+    assert test.describe(2) == test.describe(2, detail=True) == "tench" and list(test.attributes()) == ["class"]
     phrases, index = test.phrases()
     assert phrases == ["a photo of a golf ball.", "a photo of a tench."] and index.tolist() == [0, 0, 1, 1]
 
@@ -80,6 +80,7 @@ def test_eval_set_follows_the_environment(labelled, monkeypatch):
     assert np.array_equal(np.asarray(got.images[3]), np.asarray(scenes[3].image))
     obj = scenes[3].objects[0]
     assert got.describe(3) == f"{obj.color} {obj.texture} {obj.shape}"
+    assert got.describe(3, detail=True).endswith(f"{obj.shape} on a {scenes[3].background} background")
     phrases, index = got.phrases()
     assert phrases[index[3]].endswith(f"{obj.color} {obj.shape}")
     monkeypatch.setenv("VSLIB_PER_CLASS", "1")

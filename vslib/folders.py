@@ -68,11 +68,17 @@ class LabelledSet:
         """The class name of image ``i``."""
         return self.class_names[int(self.labels[i])]
 
-    def describe(self, i: int) -> str:
-        """A short description: the dominant object's colour, texture and class, or the class."""
+    def describe(self, i: int, detail: bool = False) -> str:
+        """What is known about image ``i``: its class, and for a scene its dominant object.
+
+        ``"red striped circle"``; with ``detail``, ``"a large striped red circle on a
+        plain background"``. For a folder, the class name.
+        """
         if self.scenes is None:
             return self.label(i)
         obj = self.scenes[i].objects[0]
+        if detail:
+            return f"a {obj.size} {obj.texture} {obj.color} {obj.shape} on a {self.scenes[i].background} background"
         return f"{obj.color} {obj.texture} {obj.shape}"
 
     def attributes(self) -> dict[str, np.ndarray]:
