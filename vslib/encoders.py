@@ -24,6 +24,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from vslib import registry
+from vslib.geometry import InputGeometry
 from vslib.images import ImageLoadError, as_image, load_image
 from vslib.registry import ModelNotAvailableError
 
@@ -228,6 +229,11 @@ class Encoder(ABC):
                 out.append(self._check(self._embed_texts(texts[start : start + batch_size]).float()))
         return self._finish(out)
 
+    @property
+    def geometry(self) -> InputGeometry:
+        """How images are resized and cropped into the model's input (chapter 6)."""
+        raise NotImplementedError(f"{self.name} ({self.family}) does not describe its preprocessing geometry")
+
     def raw_embeddings(self, images: Sequence[ImageLike], batch_size: int = 32) -> np.ndarray:
         """Image embeddings before L2 normalisation, ``(N, dim)`` float32 on the CPU.
 
@@ -364,6 +370,31 @@ class _HFEncoder(Encoder):
 
     def _collate_preprocessor(self):
         return self._preprocess
+
+    @property
+    def geometry(self) -> InputGeometry:
+        """The image processor's resize (squash to ``size`` or short side) and centre crop."""
+        processor = self._preprocess.processor
+
+        def field(holder: Any, key: str) -> Any:
+            return holder.get(key) if isinstance(holder, dict) else getattr(holder, key, None)
+
+        size = getattr(processor, "size", None)
+        if getattr(processor, "do_resize", True) is False or size is None:
+            raise NotImplementedError(f"{self.name}'s processor does not resize to a fixed size")
+        if field(size, "height") and field(size, "width"):
+            resize: int | tuple[int, int] = (int(field(size, "width")), int(field(size, "height")))
+        elif field(size, "shortest_edge"):
+            resize = int(field(size, "shortest_edge"))
+        else:
+            raise NotImplementedError(
+                f"{self.name} resizes each image to its own shape (NaFlex); patch cells have no fixed geometry"
+            )
+        crop = None
+        crop_size = getattr(processor, "crop_size", None)
+        if getattr(processor, "do_center_crop", False) and crop_size is not None:
+            crop = (int(field(crop_size, "width")), int(field(crop_size, "height")))
+        return InputGeometry(resize=resize, crop=crop)
 
 
 class DinoV3Encoder(_HFEncoder):
@@ -513,6 +544,12 @@ class DinoTxtEncoder(Encoder):
 
     def _collate_preprocessor(self):
         return self._preprocess
+
+    @property
+    def geometry(self) -> InputGeometry:
+        """Short side to ``resize_size`` (256 for the release), then a centre crop of ``image_size``."""
+        config = self.model.config
+        return InputGeometry(resize=config.resize_size, crop=(config.image_size, config.image_size))
 
     def _embed_inputs(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model.encode_image(inputs["pixel_values"])
