@@ -51,3 +51,14 @@ def test_unknown_device_or_dtype_names_the_variable(monkeypatch, name, value):
     read = config.forced_device if name == "VSLIB_DEVICE" else config.forced_dtype
     with pytest.raises(ValueError, match=f"{name}='{value}'"):
         read()
+
+
+def test_per_class_cap(monkeypatch):
+    monkeypatch.delenv("VSLIB_PER_CLASS", raising=False)
+    assert config.per_class(30) == 30
+    monkeypatch.setenv("VSLIB_PER_CLASS", "4")
+    assert config.per_class(30) == 4 and config.per_class(2) == 2
+    for bad in ("0", "-1", "two"):
+        monkeypatch.setenv("VSLIB_PER_CLASS", bad)
+        with pytest.raises(ValueError, match=f"VSLIB_PER_CLASS='{bad}'"):
+            config.per_class(30)

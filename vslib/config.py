@@ -122,3 +122,12 @@ def per_class_cap() -> int | None:
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"VSLIB_PER_CLASS={value!r} is not a positive whole number")
     return int(value)
+
+
+def per_class(default: int) -> int:
+    """A chapter's images per class, capped by ``VSLIB_PER_CLASS`` (a quick run on real models).
+
+    Introduced in chapter 1.
+    """
+    cap = per_class_cap()
+    return default if cap is None else min(default, cap)

@@ -526,7 +526,9 @@ class DinoTxtEncoder(Encoder):
             backbone = files["backbone"]
             if isinstance(backbone, str):
                 backbone = registry.fetch_hub_snapshot(backbone, name, "tiny-dinotxt")
-            model = dinotxt.load_dinotxt(files["weights"], backbone=backbone, bpe_vocab=files["bpe_vocab"])
+            config = dinotxt.DinoTxtConfig.from_json(files["config"]) if "config" in files else None
+            model = dinotxt.load_dinotxt(files["weights"], backbone=backbone, bpe_vocab=files["bpe_vocab"],
+                                         config=config)
         self.model = model.to(device=device, dtype=dtype).eval()
         config = model.config
         self.dim = config.embed_dim

@@ -181,7 +181,7 @@ def eval_set(split: str = "test", per_class: int = 50, size: int = 64) -> Labell
 
     Introduced in chapter 1.
     """
-    per_class = min(per_class, config.per_class_cap() or per_class)
+    per_class = config.per_class(per_class)
     folder = config.image_folder()
     if folder is not None:
         return load_image_folder(folder, split=split, per_class=per_class)
