@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from nbrun import execute_notebook
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -136,20 +137,6 @@ def real_world(tmp_path_factory) -> dict[str, str]:
     }
 
 
-def execute(path: Path, env: dict[str, str], monkeypatch) -> float:
-    """Run a notebook top to bottom in a fresh kernel with ``env``; raise on the first error."""
-    import nbformat
-    from nbclient import NotebookClient
-
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    notebook = nbformat.read(path, as_version=4)
-    started = time.perf_counter()
-    NotebookClient(notebook, timeout=900, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
-    return time.perf_counter() - started
-
-
 def test_the_real_configurations_load_behind_the_encoder_interface(real_world, monkeypatch):
     import vslib
     from vslib import config, encoders
@@ -171,8 +158,25 @@ def test_the_real_configurations_load_behind_the_encoder_interface(real_world, m
     assert dino.tokens([Image.new("RGB", (300, 200))]).shape == (1, 1 + 4 + 196, 384)
 
 
+#: Checks on numbers that random weights may fail (and real ones pass): a chapter may stop there.
+RANDOM_WEIGHT_GUARDS = {
+    # Fitting a calibration refuses scores that do not rise with matches; random towers
+    # give either sign.
+    "04_cosine_calibration": "higher scores do not mean more matches",
+}
+
+
 @pytest.mark.parametrize("chapter", CHAPTERS)
-def test_chapter_runs_in_real_mode(real_world, chapter, monkeypatch):
-    seconds = execute(ROOT / "notebooks" / f"{chapter}.ipynb", real_world, monkeypatch)
-    print(f"{chapter} in real mode (random weights): {seconds:.0f} s")
+def test_chapter_runs_in_real_mode(real_world, chapter):
+    from nbclient.exceptions import CellExecutionError
+
+    started = time.perf_counter()
+    try:
+        execute_notebook(ROOT / "notebooks" / f"{chapter}.ipynb", real_world)
+    except CellExecutionError as error:
+        guard = RANDOM_WEIGHT_GUARDS.get(chapter)
+        if guard is None or guard not in str(error):
+            raise
+        print(f"{chapter}: stopped at the check {guard!r}, which random weights may fail")
+    print(f"{chapter} in real mode (random weights): {time.perf_counter() - started:.0f} s")
 
