@@ -33,3 +33,32 @@ def test_image_folder(monkeypatch, tmp_path: Path):
     monkeypatch.setenv("VSLIB_IMAGES", str(tmp_path / "missing"))
     with pytest.raises(FileNotFoundError, match="missing"):
         config.image_folder()
+
+
+def test_forced_device_and_dtype(monkeypatch):
+    monkeypatch.delenv("VSLIB_DEVICE", raising=False)
+    monkeypatch.delenv("VSLIB_DTYPE", raising=False)
+    assert config.forced_device() is None and config.forced_dtype() is None
+    monkeypatch.setenv("VSLIB_DEVICE", " CUDA:1 ")
+    monkeypatch.setenv("VSLIB_DTYPE", "BFloat16")
+    assert config.forced_device() == "cuda:1" and config.forced_dtype() == "bfloat16"
+
+
+@pytest.mark.parametrize("name, value", [("VSLIB_DEVICE", "gpu"), ("VSLIB_DEVICE", "cuda:x"),
+                                         ("VSLIB_DTYPE", "int8"), ("VSLIB_DTYPE", "bf32")])
+def test_unknown_device_or_dtype_names_the_variable(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    read = config.forced_device if name == "VSLIB_DEVICE" else config.forced_dtype
+    with pytest.raises(ValueError, match=f"{name}='{value}'"):
+        read()
+
+
+def test_per_class_cap(monkeypatch):
+    monkeypatch.delenv("VSLIB_PER_CLASS", raising=False)
+    assert config.per_class(30) == 30
+    monkeypatch.setenv("VSLIB_PER_CLASS", "4")
+    assert config.per_class(30) == 4 and config.per_class(2) == 2
+    for bad in ("0", "-1", "two"):
+        monkeypatch.setenv("VSLIB_PER_CLASS", bad)
+        with pytest.raises(ValueError, match=f"VSLIB_PER_CLASS='{bad}'"):
+            config.per_class(30)

@@ -8,11 +8,14 @@ import json
 import math
 import unicodedata
 
+import numpy as np
+import ftfy
 import pytest
 import regex
 import torch
 from transformers import DINOv3ViTConfig, DINOv3ViTModel
 
+from vslib import dinotxt as dinotxt_module
 from vslib.bpe import ClipTokenizer, bytes_to_unicode, read_bpe_merges, train_bpe_merges, write_bpe_vocab
 from vslib.dinotxt import (
     DinoTxtBackboneError,
@@ -97,7 +100,7 @@ def reference_encode(text: str, merges: list[tuple[str, str]]) -> list[int]:
     vocab = order + [c + "</w>" for c in order] + [a + b for a, b in merges]
     ids = {token: i for i, token in enumerate(vocab)}
     ranks = {pair: i for i, pair in enumerate(merges)}
-    text = unicodedata.normalize("NFC", html.unescape(html.unescape(text)))
+    text = unicodedata.normalize("NFC", html.unescape(html.unescape(ftfy.fix_text(text))))
     text = " ".join(text.split()).lower()
     out = []
     for piece in SPLIT.findall(text):
@@ -150,6 +153,17 @@ def test_tokenize_lowercases_and_cleans_whitespace(tokenizer):
     assert torch.equal(tokenizer.tokenize(["fish &amp; chips"]), tokenizer.tokenize(["fish & chips"]))
 
 
+@pytest.mark.parametrize("raw, plain", [
+    ("don\u2019t say \u201cred\u201d", "don't say \"red\""),  # curly quotes
+    ("an e\ufb03cient \ufb01sh", "an efficient fish"),  # ligatures
+    ("\uff21 \uff32\uff45\uff44 \uff11\uff12", "a red 12"),  # full-width letters and digits
+    ("caf\u00c3\u00a9 au lait", "caf\u00e9 au lait"),  # mojibake: UTF-8 read as Latin-1
+])
+def test_text_is_cleaned_like_the_official_tokenizer(tokenizer, raw, plain):
+    assert tokenizer.encode(raw) == tokenizer.encode(plain)
+    assert torch.equal(tokenizer.tokenize([raw]), tokenizer.tokenize([plain]))
+
+
 def test_truncation_keeps_end_token(tokenizer):
     long_text = "a red circle " * 60
     row = tokenizer.tokenize([long_text])[0]
@@ -169,6 +183,7 @@ def test_truncation_keeps_end_token(tokenizer):
         "it's 12 cats' toys &amp; they're 3.5 cm",
         "ünïcödé → ★ 日本語 text\twith   tabs",
         "aaaaaaa squaresquare",
+        "it\u2019s a \ufb01sh \uff08ｆｕｌｌ\uff09",
         "",
     ],
 )
@@ -591,3 +606,41 @@ def test_load_official_file_set(tmp_path, model, merges):
     assert json.loads((tmp_path / "converted" / "config.json").read_text())["backbone"] == "../backbone.pth"
     assert torch.equal(load_dinotxt(tmp_path / "converted").encode_image(pixels), loaded.encode_image(pixels))
 
+
+
+def test_backbone_weights_compare_across_dtypes():
+    backbone = tiny_backbone()
+    fp32 = dinotxt_module.backbone_weights(backbone)
+    as_bf16 = dinotxt_module.backbone_weights(backbone, dtype=torch.bfloat16)
+    loaded_bf16 = dinotxt_module.backbone_weights(tiny_backbone().to(torch.bfloat16))
+    key = "embeddings.patch_embeddings.weight"
+    assert all(v.dtype == np.float32 for v in fp32.values()) and list(fp32) == sorted(fp32)
+    assert not np.array_equal(fp32[key], as_bf16[key])  # bf16 rounds the weights
+    assert all(np.array_equal(as_bf16[k], loaded_bf16[k]) for k in fp32)
+
+
+def test_official_file_set_warns_about_extra_keys_and_refuses_missing_ones(tmp_path, model, merges):
+    torch.save(official_backbone_state_dict(model.backbone), tmp_path / "backbone.pth")
+    write_bpe_vocab(merges, tmp_path / "bpe.txt.gz")
+    head_text = random_official_state_dict(model.config)
+    extra = {**head_text, "visual_model.head.pos_scale": torch.ones(1), "text_model.mask": torch.zeros(3)}
+    torch.save(extra, tmp_path / "extra.pth")
+    files = dict(backbone=tmp_path / "backbone.pth", bpe_vocab=tmp_path / "bpe.txt.gz", config=model.config)
+    with pytest.warns(dinotxt_module.DinoTxtExtraKeysWarning,
+                      match="2 keys this model does not use.*text_model.mask, visual_model.head.pos_scale"):
+        loaded = load_dinotxt(tmp_path / "extra.pth", **files)
+    model.load_trainable_state_dict(head_text)
+    pixels = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode_image(pixels), model.encode_image(pixels))
+    with pytest.raises(DinoTxtKeyError):  # a vslib directory stays strict
+        model.load_trainable_state_dict(extra)
+    missing = dict(extra)
+    del missing["logit_scale"]
+    torch.save(missing, tmp_path / "missing.pth")
+    with pytest.raises(DinoTxtKeyError, match="1 missing keys: logit_scale"):
+        load_dinotxt(tmp_path / "missing.pth", **files)
+    wrong = {**head_text, "logit_scale": torch.zeros(2)}
+    torch.save(wrong, tmp_path / "wrong.pth")
+    with pytest.raises(DinoTxtKeyError, match="wrong shapes: logit_scale"):
+        load_dinotxt(tmp_path / "wrong.pth", **files)

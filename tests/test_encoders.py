@@ -301,3 +301,40 @@ def test_default_dtype_is_never_fp16_for_dinov3(offline_hub):
     enc = vslib.load_encoder("dinov3-vits16plus")
     assert enc.dtype in (torch.float32, torch.bfloat16)
     assert next(enc.model.parameters()).dtype == enc.dtype
+
+
+def test_environment_forces_dtype_and_device_unless_arguments_say_otherwise(offline_hub, monkeypatch):
+    monkeypatch.setenv("VSLIB_DTYPE", "bfloat16")
+    monkeypatch.setenv("VSLIB_DEVICE", "cpu")
+    enc = vslib.load_encoder("dinov3-vits16plus")
+    assert enc.dtype == torch.bfloat16 and next(enc.model.parameters()).dtype == torch.bfloat16
+    assert enc.device == torch.device("cpu")
+    assert vslib.load_encoder("dinov3-vits16plus", dtype="fp32").dtype == torch.float32
+    monkeypatch.setenv("VSLIB_DTYPE", "int8")
+    with pytest.raises(ValueError, match="VSLIB_DTYPE='int8'"):
+        vslib.load_encoder("dinov3-vits16plus")
+    monkeypatch.delenv("VSLIB_DTYPE")
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("VSLIB_DEVICE", "cuda")
+        with pytest.raises(ValueError, match="device 'cuda': no CUDA GPU is available here"):
+            vslib.load_encoder("dinov3-vits16plus")
+
+
+def test_bf16_encoders_hand_back_float32_numpy(offline_hub, monkeypatch):
+    """Everything a chapter takes from inside a model is float32 NumPy, whatever the model runs in."""
+    monkeypatch.setenv("VSLIB_DTYPE", "bfloat16")
+    dino = vslib.load_encoder("dinov3-vits16plus", device="cpu")
+    siglip = vslib.load_encoder("siglip2-base-patch16-224", device="cpu")
+    images = _images(2)
+    tokens = dino.tokens(images)
+    raw = dino.raw_embeddings(images)
+    outputs = [tokens, raw, dino.encode_images(images), dino.patch_features(images),
+               siglip.raw_embeddings(images), siglip.encode_texts(["a dog"])]
+    assert all(isinstance(x, np.ndarray) and x.dtype == np.float32 for x in outputs)
+    assert tokens.shape == (2, 1 + 4 + 16, 32)
+    # pooler_output is the CLS token after the final norm; encode_images normalises it.
+    np.testing.assert_array_equal(raw, tokens[:, 0])
+    np.testing.assert_allclose(dino.encode_images(images), raw / np.linalg.norm(raw, axis=1, keepdims=True),
+                               atol=1e-6)
+    norms = np.linalg.norm(siglip.raw_embeddings(images), axis=1)
+    assert not np.allclose(norms, 1.0, atol=1e-2)  # not normalised

@@ -15,11 +15,12 @@ With the official file's first 48,894 merges that makes 49,408 ids. The
 end-of-text token has the largest id, which the text tower relies on to find it
 with an ``argmax`` over the token ids.
 
-Text is cleaned as CLIP does it (HTML entities unescaped, Unicode NFC, runs of
-whitespace collapsed to one space, lowercased) and split by CLIP's pattern
+Text is cleaned as CLIP and the official dino.txt tokenizer do it
+(``ftfy.fix_text``, which straightens curly quotes, splits ligatures, narrows
+full-width characters and repairs mojibake; HTML entities unescaped; Unicode NFC;
+runs of whitespace collapsed to one space; lowercased) and split by CLIP's pattern
 (contractions, runs of letters, single digits, runs of other symbols) before
-BPE. CLIP also runs ``ftfy.fix_text`` to repair mojibake; vslib does not, so
-text that is already garbled may tokenize differently. Literal
+BPE. Literal
 ``<|startoftext|>`` / ``<|endoftext|>`` strings in the input are tokenized as
 ordinary text, never as the special tokens.
 
@@ -36,6 +37,7 @@ from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
 
+import ftfy
 import torch
 from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
 
@@ -90,17 +92,20 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 def clean_text(text: str) -> str:
-    """Undo HTML escaping (twice, as CLIP does); the tokenizer's normaliser does the rest.
+    """CLIP's cleaning: ``ftfy.fix_text``, then HTML unescaping twice; the normaliser does the rest.
+
+    Without ``ftfy`` everyday text such as ``don’t`` (a curly apostrophe), ``ﬁsh`` (a
+    ligature) or full-width ``ＡＢＣ`` gets other token ids than the released model saw.
 
     Args:
         text: Raw input text.
 
     Returns:
-        The text with HTML entities unescaped.
+        The repaired text with HTML entities unescaped.
 
     Introduced in chapter 3.
     """
-    return html.unescape(html.unescape(text))
+    return html.unescape(html.unescape(ftfy.fix_text(text)))
 
 
 def read_bpe_merges(path: str | Path, max_merges: int | None = None) -> list[tuple[str, str]]:

@@ -4,12 +4,18 @@ Set the environment variable ``VSLIB_MODELS`` to ``tiny`` (the default: bundled
 models trained by the project, synthetic scenes, fully offline) or ``real``
 (DINOv3, SigLIP 2 and dino.txt checkpoints from the Hugging Face Hub or a local
 cache). ``VSLIB_IMAGES`` optionally points at a folder of the reader's own
-images (for example an Imagenette folder) that replaces the synthetic scenes.
+images (for example an Imagenette folder, one sub-folder per class) that replaces
+the synthetic gallery and evaluation scenes (see :func:`vslib.folders.eval_set`).
+``VSLIB_DEVICE`` (``cpu``, ``cuda``, ``cuda:1``, ``mps``) and ``VSLIB_DTYPE``
+(``float32``, ``bfloat16``, ``float16`` or fp32 / bf16 / fp16) force the device and
+weight dtype of every encoder that :func:`vslib.load_encoder` loads without explicit
+``device=`` / ``dtype=`` arguments.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,3 +70,64 @@ def image_folder() -> Path | None:
     if not path.is_dir():
         raise FileNotFoundError(f"VSLIB_IMAGES={value!r} is not a folder")
     return path
+
+
+_DEVICE_PATTERN = re.compile(r"cpu|mps|cuda(:[0-9]+)?")
+DTYPE_NAMES = ("float32", "bfloat16", "float16", "fp32", "bf16", "fp16")
+
+
+def forced_device() -> str | None:
+    """The device named by ``VSLIB_DEVICE`` (``None`` when unset: pick the best one).
+
+    Raises:
+        ValueError: For a value that is not ``cpu``, ``mps``, ``cuda`` or ``cuda:N``.
+
+    Introduced in chapter 2.
+    """
+    value = os.environ.get("VSLIB_DEVICE", "").strip().lower()
+    if not value:
+        return None
+    if not _DEVICE_PATTERN.fullmatch(value):
+        raise ValueError(f"VSLIB_DEVICE={value!r} is not a device; use cpu, cuda, cuda:N or mps")
+    return value
+
+
+def forced_dtype() -> str | None:
+    """The weight dtype named by ``VSLIB_DTYPE`` (``None`` when unset: the safe default).
+
+    Raises:
+        ValueError: For a value other than float32, bfloat16, float16 (or fp32, bf16, fp16).
+
+    Introduced in chapter 2.
+    """
+    value = os.environ.get("VSLIB_DTYPE", "").strip().lower().replace("torch.", "")
+    if not value:
+        return None
+    if value not in DTYPE_NAMES:
+        raise ValueError(f"VSLIB_DTYPE={value!r} is not a dtype; use one of {', '.join(DTYPE_NAMES)}")
+    return value
+
+
+def per_class_cap() -> int | None:
+    """``VSLIB_PER_CLASS``: at most this many evaluation images per class (a quick run).
+
+    Raises:
+        ValueError: If it is not a positive whole number.
+
+    Introduced in chapter 1.
+    """
+    value = os.environ.get("VSLIB_PER_CLASS", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"VSLIB_PER_CLASS={value!r} is not a positive whole number")
+    return int(value)
+
+
+def per_class(default: int) -> int:
+    """A chapter's images per class, capped by ``VSLIB_PER_CLASS`` (a quick run on real models).
+
+    Introduced in chapter 1.
+    """
+    cap = per_class_cap()
+    return default if cap is None else min(default, cap)

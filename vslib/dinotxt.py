@@ -38,6 +38,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,11 +58,13 @@ __all__ = [
     "WEIGHTS_FILE",
     "DinoTxtBackboneError",
     "DinoTxtConfig",
+    "DinoTxtExtraKeysWarning",
     "DinoTxtKeyError",
     "DinoTxtModel",
     "TextTower",
     "VisionHead",
     "backbone_sha256",
+    "backbone_weights",
     "check_state_dict",
     "clip_loss",
     "convert_official_backbone",
@@ -112,6 +115,10 @@ class DinoTxtKeyError(KeyError):
 
     def __str__(self) -> str:
         return self._message()
+
+
+class DinoTxtExtraKeysWarning(UserWarning):
+    """The official weights hold keys the model does not use (named in the message)."""
 
 
 class DinoTxtBackboneError(ValueError):
@@ -640,18 +647,33 @@ class DinoTxtModel(nn.Module):
         """
         return {k: v for k, v in self.state_dict().items() if not k.startswith("backbone.")}
 
-    def load_trainable_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+    def load_trainable_state_dict(self, state_dict: Mapping[str, torch.Tensor], *, extra: str = "error") -> None:
         """Load head, text and ``logit_scale`` weights after a strict key and shape check.
 
         Args:
             state_dict: Weights in the official key layout (no backbone keys).
+            extra: What unexpected keys do when nothing else is wrong: ``"error"``, or
+                ``"warn"`` (a :class:`DinoTxtExtraKeysWarning` naming them; they are not
+                loaded). The released head file may hold keys random-weight tests never saw.
 
         Raises:
-            DinoTxtKeyError: If keys are missing, unexpected or mis-shaped.
+            DinoTxtKeyError: If keys are missing or mis-shaped, or (``extra="error"``) unexpected.
 
         Introduced in chapter 3.
         """
-        check_state_dict(self, state_dict)
+        if extra not in ("error", "warn"):
+            raise ValueError(f"extra must be 'error' or 'warn', got {extra!r}")
+        try:
+            check_state_dict(self, state_dict)
+        except DinoTxtKeyError as error:
+            if extra == "error" or error.missing or error.mismatched:
+                raise
+            shown = ", ".join(error.unexpected[:10]) + (" ..." if len(error.unexpected) > 10 else "")
+            warnings.warn(DinoTxtExtraKeysWarning(
+                f"the dino.txt weights hold {len(error.unexpected)} keys this model does not use, left "
+                f"unloaded: {shown}. Every weight the model needs was found with the right shape."
+            ), stacklevel=2)
+            state_dict = {k: v for k, v in state_dict.items() if k not in set(error.unexpected)}
         result = self.load_state_dict(dict(state_dict), strict=False)
         # Only backbone keys may be left over, and check_state_dict saw to the rest.
         assert not result.unexpected_keys and all(k.startswith("backbone.") for k in result.missing_keys)
@@ -876,6 +898,28 @@ def check_state_dict(model_part: nn.Module, state_dict: Mapping[str, torch.Tenso
     ]
     if missing or unexpected or mismatched:
         raise DinoTxtKeyError(missing, unexpected, mismatched)
+
+
+def backbone_weights(backbone: nn.Module, dtype: torch.dtype | None = None) -> dict[str, Any]:
+    """A module's weights as float32 NumPy arrays on the CPU, by state-dict key.
+
+    Args:
+        backbone: The module (usually the DINOv3 backbone), on any device and dtype.
+        dtype: Round floating-point weights through this dtype first (e.g. the dtype an
+            encoder runs in), so that weights from a file compare with a loaded model's.
+
+    Returns:
+        ``{key: array}`` in key order.
+
+    Introduced in chapter 3.
+    """
+    weights = {}
+    for name, tensor in sorted(backbone.state_dict().items()):
+        tensor = tensor.detach()
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        weights[name] = tensor.to(device="cpu", dtype=torch.float32).numpy()
+    return weights
 
 
 def backbone_sha256(backbone: nn.Module) -> str:
@@ -1110,8 +1154,10 @@ def load_dinotxt(
     ``backbone`` and ``bpe_vocab`` are required, and ``config`` defaults to the
     released ViT-L model's.
 
-    In both cases the head and text weights are checked strictly by
-    :func:`check_state_dict`. The model is moved to ``device`` and ``dtype``
+    In both cases the head and text weights are checked by :func:`check_state_dict`:
+    missing or mis-shaped keys are an error; keys the model does not use are an error
+    in a vslib directory and a :class:`DinoTxtExtraKeysWarning` naming them in the
+    official file set. The model is moved to ``device`` and ``dtype``
     after the checks, and returned in eval mode.
 
     Args:
@@ -1149,7 +1195,7 @@ def load_dinotxt(
         state_dict = _read_weights(path)
         model = DinoTxtModel(config, backbone_model, tokenizer)
         model.backbone_source = where or None
-        model.load_trainable_state_dict(state_dict)
+        model.load_trainable_state_dict(state_dict, extra="warn")
     else:
         raise FileNotFoundError(f"dino.txt model {str(source)!r} does not exist")
     if device is not None or dtype is not None:

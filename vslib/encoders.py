@@ -24,6 +24,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from vslib import registry
+from vslib.geometry import InputGeometry
 from vslib.images import ImageLoadError, as_image, load_image
 from vslib.registry import ModelNotAvailableError
 
@@ -235,6 +236,27 @@ class Encoder(ABC):
                 out.append(self._check(self._embed_texts(texts[start : start + batch_size]).float()))
         return self._finish(out)
 
+    @property
+    def geometry(self) -> InputGeometry:
+        """How images are resized and cropped into the model's input (chapter 6)."""
+        raise NotImplementedError(f"{self.name} ({self.family}) does not describe its preprocessing geometry")
+
+    def raw_embeddings(self, images: Sequence[ImageLike], batch_size: int = 32) -> np.ndarray:
+        """Image embeddings before L2 normalisation, ``(N, dim)`` float32 on the CPU.
+
+        What the model itself returns (DINOv3's ``pooler_output``, SigLIP's image
+        features, dino.txt's two halves); :meth:`encode_images` is this, normalised.
+
+        Introduced in chapter 1.
+        """
+        images = [as_image(im) for im in images]
+        out = []
+        for start in range(0, len(images), batch_size):
+            inputs = self._inputs(images[start : start + batch_size])
+            with torch.inference_mode():
+                out.append(self._embed_inputs(inputs).float())
+        return _numpy(torch.cat(out)) if out else np.zeros((0, self.dim), dtype=np.float32)
+
     def patch_features(self, images: Sequence[ImageLike]) -> np.ndarray:
         """Per-patch features on the patch grid, ``(N, rows, cols, D)``, unit vectors.
 
@@ -254,6 +276,10 @@ class Encoder(ABC):
         return f"{type(self).__name__}(name={self.name!r}, dim={self.dim}, device={self.device.type}, dtype={dtype})"
 
     # -- shared machinery ------------------------------------------------------------------------
+
+    def _inputs(self, images: Sequence[ImageLike]) -> dict[str, torch.Tensor]:
+        """Preprocessed images, already on the model's device and in its dtype."""
+        return {k: self._to_device(v) for k, v in self.preprocess([as_image(im) for im in images]).items()}
 
     def _forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = {k: self._to_device(v) for k, v in inputs.items()}
@@ -279,7 +305,12 @@ class Encoder(ABC):
     def _finish(self, parts: list[torch.Tensor]) -> np.ndarray:
         if not parts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return torch.cat(parts).cpu().numpy().astype(np.float32, copy=False)
+        return _numpy(torch.cat(parts))
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A float32 NumPy copy on the CPU, whatever the tensor's device and dtype."""
+    return tensor.detach().to(device="cpu", dtype=torch.float32).numpy()
 
 
 def _progress(iterable, progress: bool | None, total_items: int, batch_size: int, name: str):
@@ -352,6 +383,31 @@ class _HFEncoder(Encoder):
     def _collate_preprocessor(self):
         return self._preprocess
 
+    @property
+    def geometry(self) -> InputGeometry:
+        """The image processor's resize (squash to ``size`` or short side) and centre crop."""
+        processor = self._preprocess.processor
+
+        def field(holder: Any, key: str) -> Any:
+            return holder.get(key) if isinstance(holder, dict) else getattr(holder, key, None)
+
+        size = getattr(processor, "size", None)
+        if getattr(processor, "do_resize", True) is False or size is None:
+            raise NotImplementedError(f"{self.name}'s processor does not resize to a fixed size")
+        if field(size, "height") and field(size, "width"):
+            resize: int | tuple[int, int] = (int(field(size, "width")), int(field(size, "height")))
+        elif field(size, "shortest_edge"):
+            resize = int(field(size, "shortest_edge"))
+        else:
+            raise NotImplementedError(
+                f"{self.name} resizes each image to its own shape (NaFlex); patch cells have no fixed geometry"
+            )
+        crop = None
+        crop_size = getattr(processor, "crop_size", None)
+        if getattr(processor, "do_center_crop", False) and crop_size is not None:
+            crop = (int(field(crop_size, "width")), int(field(crop_size, "height")))
+        return InputGeometry(resize=resize, crop=crop)
+
 
 class DinoV3Encoder(_HFEncoder):
     """DINOv3 image embeddings: the CLS token after the final norm (``pooler_output``).
@@ -380,13 +436,23 @@ class DinoV3Encoder(_HFEncoder):
             return out.pooler_output
         return out.last_hidden_state[:, 1 + self.num_register_tokens :].mean(dim=1)
 
+    def tokens(self, images: Sequence[ImageLike]) -> np.ndarray:
+        """The backbone's output tokens after the final norm, ``(N, 1 + registers + patches, dim)``.
+
+        Token order: CLS, the register tokens, then the patches row by row. Float32 on
+        the CPU, not normalised. Introduced in chapter 1.
+        """
+        inputs = self._inputs(images)
+        with torch.inference_mode():
+            return _numpy(self._tokens(inputs).last_hidden_state)
+
     def patch_features(self, images: Sequence[ImageLike]) -> np.ndarray:
-        inputs = {k: self._to_device(v) for k, v in self.preprocess([as_image(im) for im in images]).items()}
+        inputs = self._inputs(images)
         with torch.inference_mode():
             tokens = self._tokens(inputs).last_hidden_state[:, 1 + self.num_register_tokens :].float()
         rows = inputs["pixel_values"].shape[-2] // self.patch_size
         cols = inputs["pixel_values"].shape[-1] // self.patch_size
-        return F.normalize(tokens, dim=-1).reshape(len(tokens), rows, cols, -1).cpu().numpy()
+        return _numpy(F.normalize(tokens, dim=-1).reshape(len(tokens), rows, cols, -1))
 
 
 class SiglipEncoder(_HFEncoder):
@@ -472,7 +538,9 @@ class DinoTxtEncoder(Encoder):
             backbone = files["backbone"]
             if isinstance(backbone, str):
                 backbone = registry.fetch_hub_snapshot(backbone, name, "tiny-dinotxt")
-            model = dinotxt.load_dinotxt(files["weights"], backbone=backbone, bpe_vocab=files["bpe_vocab"])
+            config = dinotxt.DinoTxtConfig.from_json(files["config"]) if "config" in files else None
+            model = dinotxt.load_dinotxt(files["weights"], backbone=backbone, bpe_vocab=files["bpe_vocab"],
+                                         config=config)
         self.model = model.to(device=device, dtype=dtype).eval()
         config = model.config
         self.dim = config.embed_dim
@@ -492,24 +560,59 @@ class DinoTxtEncoder(Encoder):
     def _collate_preprocessor(self):
         return self._preprocess
 
+    @property
+    def geometry(self) -> InputGeometry:
+        """Short side to ``resize_size`` (256 for the release), then a centre crop of ``image_size``."""
+        config = self.model.config
+        return InputGeometry(resize=config.resize_size, crop=(config.image_size, config.image_size))
+
     def _embed_inputs(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model.encode_image(inputs["pixel_values"])
 
     def _embed_texts(self, texts: list[str]) -> torch.Tensor:
         return self.model.encode_text(self.model.tokenize(texts))
 
+    def backbone_tokens(self, images: Sequence[ImageLike]) -> np.ndarray:
+        """The frozen backbone's normed tokens (CLS, registers, patches), float32 on the CPU.
+
+        Introduced in chapter 3.
+        """
+        pixels = self._inputs(images)["pixel_values"]
+        with torch.inference_mode():
+            return _numpy(self.model.backbone_tokens(pixels))
+
+    def head_outputs(self, images: Sequence[ImageLike]) -> tuple[np.ndarray, np.ndarray]:
+        """The vision head's ``(CLS (N, dim/2), patches (N, P, dim/2))`` outputs, float32 on the CPU.
+
+        The image embedding is ``[CLS | mean of patches]`` of these, normalised.
+        Introduced in chapter 3.
+        """
+        pixels = self._inputs(images)["pixel_values"]
+        with torch.inference_mode():
+            cls, patches = self.model.head_outputs(self.model.backbone_tokens(pixels))
+            return _numpy(cls), _numpy(patches)
+
+    def backbone_weights(self) -> dict[str, np.ndarray]:
+        """The frozen backbone's weights as the encoder runs them, float32 NumPy on the CPU.
+
+        Introduced in chapter 3.
+        """
+        from vslib import dinotxt
+
+        return dinotxt.backbone_weights(self.model.backbone)
+
     def patch_features(self, images: Sequence[ImageLike]) -> np.ndarray:
-        pixels = self._to_device(self.preprocess([as_image(im) for im in images])["pixel_values"])
+        pixels = self._inputs(images)["pixel_values"]
         with torch.inference_mode():
             feats = self.model.patch_features(pixels).float()
-        return F.normalize(feats, dim=-1).cpu().numpy()
+        return _numpy(F.normalize(feats, dim=-1))
 
     def patch_text_features(self, texts: Sequence[str]) -> np.ndarray:
         texts = [texts] if isinstance(texts, str) else list(texts)
         with torch.inference_mode():
             emb = self._embed_texts(texts).float()
         half = self.dim // 2
-        return F.normalize(emb[:, half:], dim=-1).cpu().numpy()
+        return _numpy(F.normalize(emb[:, half:], dim=-1))
 
 
 _FAMILIES: dict[str, type[Encoder]] = {"dinov3": DinoV3Encoder, "siglip": SiglipEncoder, "dinotxt": DinoTxtEncoder}
@@ -526,22 +629,26 @@ def load_encoder(
     Args:
         name_or_path: ``tiny-siglip2``, ``dinov3-vits16plus``, ``google/siglip2-base-patch16-224``,
             a model directory, ...
-        device: ``"cuda"``, ``"mps"``, ``"cpu"`` (default: the best available, see
-            :func:`vslib.precision.pick_device`).
-        dtype: Weight dtype (default: the safe one for the family and device, see
-            :func:`vslib.precision.pick_dtype`; DINOv3 is never fp16 by default).
+        device: ``"cuda"``, ``"mps"``, ``"cpu"`` (default: ``VSLIB_DEVICE`` if set, else
+            the best available, see :func:`vslib.precision.pick_device`).
+        dtype: Weight dtype (default: ``VSLIB_DTYPE`` if set, else the safe one for the
+            family and device, see :func:`vslib.precision.pick_dtype`; DINOv3 is never
+            fp16 by default).
         **options: Family options, e.g. ``pooling="mean"`` for DINOv3.
 
     Raises:
         ModelNotAvailableError: The model is not cached and cannot be downloaded (offline).
         KeyError: The name is not a registered model, a directory or a Hub id.
-        ValueError: The device is not one torch knows, or is not available here.
+        ValueError: ``VSLIB_DEVICE`` / ``VSLIB_DTYPE`` (or the arguments) name an unknown
+            or unavailable device or dtype.
 
     Introduced in chapter 1.
     """
-    from vslib import precision
+    from vslib import config, precision
     from vslib.fingerprint import model_fingerprint
 
+    device = device if device is not None else config.forced_device()
+    dtype = dtype if dtype is not None else config.forced_dtype()
     torch_device = precision.check_device(device) if device is not None else precision.pick_device()
     resolved = registry.resolve(name_or_path)
     torch_dtype = precision.as_dtype(dtype) if dtype is not None else precision.pick_dtype(resolved.family, torch_device)

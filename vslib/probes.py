@@ -26,6 +26,8 @@ __all__ = [
     "box_coverage",
     "cell_boxes",
     "crop",
+    "map_region",
+    "patch_boxes",
     "patch_similarity_map",
     "tile_scores",
     "tiles",
@@ -308,3 +310,35 @@ def cell_boxes(grid: tuple[int, int], size: int | tuple[int, int]) -> list[Box]:
     ys = np.linspace(0, height, rows + 1).round().astype(int)
     xs = np.linspace(0, width, cols + 1).round().astype(int)
     return [(int(xs[c]), int(ys[r]), int(xs[c + 1]), int(ys[r + 1])) for r in range(rows) for c in range(cols)]
+
+
+def patch_boxes(encoder: Encoder, grid: tuple[int, int], size: tuple[int, int]) -> list[tuple[float, float, float, float]]:
+    """Boxes on the original image of the patch cells an encoder sees, row-major.
+
+    Unlike :func:`cell_boxes`, which stretches the grid over the whole image, this
+    follows the encoder's own resize and crop (:attr:`~vslib.encoders.Encoder.geometry`):
+    with dino.txt's short-side resize and centre crop, the cells of a wide image cover
+    only its central part. Introduced in chapter 6.
+
+    Args:
+        encoder: The encoder whose :func:`patch_similarity_map` the grid came from.
+        grid: ``(rows, cols)``, e.g. ``sim_map.shape``.
+        size: ``(width, height)`` of the original image, as ``PIL.Image.size``.
+
+    Returns:
+        ``rows * cols`` float boxes ``(x0, y0, x1, y1)`` in original-image pixels.
+    """
+    geometry = encoder.geometry
+    size = (int(size[0]), int(size[1]))
+    return [geometry.to_image(cell, size) for cell in cell_boxes(grid, geometry.input_size(size))]
+
+
+def map_region(encoder: Encoder, size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """The part of an image (``x0, y0, x1, y1``) that an encoder's patch grid covers.
+
+    The whole image for a squashing preprocessor; the central part for a centre crop.
+    Pass it to :func:`vslib.viz.heatmap_overlay` as ``region``. Introduced in chapter 6.
+    """
+    size = (int(size[0]), int(size[1]))
+    width, height = encoder.geometry.input_size(size)
+    return encoder.geometry.to_image((0, 0, width, height), size)

@@ -60,6 +60,9 @@ DINOTXT_FILES = {
     "backbone": "dinov3_vitl16_pretrain_lvd1689m.pth",
 }
 DINOTXT_BACKBONE_HUB = "facebook/dinov3-vitl16-pretrain-lvd1689m"
+#: Optional, beside the official files: a DinoTxtConfig JSON for a release of another size
+#: (without it the released ViT-L/16 sizes apply).
+DINOTXT_CONFIG_FILE = "dinotxt_config.json"
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
@@ -234,8 +237,14 @@ def _find(folder: Path, file_name: str) -> Path | None:
 
 
 def dinotxt_official_files(folder: Path) -> dict[str, Path | str]:
-    """Paths of the official dino.txt files in ``folder`` (backbone: file there, else the Hub id)."""
+    """Paths of the official dino.txt files in ``folder`` (backbone: file there, else the Hub id).
+
+    ``"config"`` is present when the folder holds :data:`DINOTXT_CONFIG_FILE`.
+    """
     files: dict[str, Path | str] = {k: _find(folder, v) for k, v in DINOTXT_FILES.items()}  # type: ignore[misc]
     if files["backbone"] is None:
         files["backbone"] = DINOTXT_BACKBONE_HUB
+    config = folder / DINOTXT_CONFIG_FILE
+    if config.is_file():
+        files["config"] = config
     return files

@@ -143,11 +143,12 @@ def heatmap_overlay(
     boxes: Sequence[Sequence[float]] = (),
     interpolation: str = "bilinear",
     figsize: tuple[float, float] = (4.2, 3.6),
+    region: Sequence[float] | None = None,
 ) -> Figure:
     """A patch similarity map laid over the image, with a colour bar.
 
-    The map is stretched over the whole image, so it should come from a square image
-    (or from the region the encoder saw). Introduced in chapter 6.
+    The map is stretched over ``region``, by default the whole image; pass
+    :func:`vslib.probes.map_region` for an encoder that crops. Introduced in chapter 6.
 
     Args:
         image: The image.
@@ -159,6 +160,7 @@ def heatmap_overlay(
         boxes: ``(x0, y0, x1, y1)`` boxes to outline, e.g. the true object.
         interpolation: ``"bilinear"`` (smooth) or ``"nearest"`` (one block per patch).
         figsize: Figure size in inches.
+        region: ``(x0, y0, x1, y1)`` of the image that the map covers.
 
     Returns:
         The figure; ``fig.axes`` is ``[overlay, colour bar]``.
@@ -169,7 +171,8 @@ def heatmap_overlay(
     width, height = image.size
     fig, ax = plt.subplots(figsize=figsize)
     ax.imshow(image)
-    shown = ax.imshow(grid, cmap=cmap, alpha=alpha, extent=(0, width, height, 0), interpolation=interpolation)
+    x0, y0, x1, y1 = region if region is not None else (0, 0, width, height)
+    shown = ax.imshow(grid, cmap=cmap, alpha=alpha, extent=(x0, x1, y1, y0), interpolation=interpolation)
     for x0, y0, x1, y1 in boxes:
         ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="cyan", linewidth=1.5))
     ax.set_xlim(0, width)
