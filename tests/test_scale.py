@@ -169,19 +169,40 @@ def test_an_image_index_from_the_shards_serves_vslib_search(embedded, photos, tm
     assert rows[0]["score"] == pytest.approx(1.0, abs=1e-3)
 
 
-def _encoder_actor_pids() -> set[int]:
+def test_vslib_index_engine_ray_writes_shards_and_an_index(photos, tmp_path, capsys):
+    small = tmp_path / "small"
+    small.mkdir()
+    for name in ("part0/scene-000.png", "part1/scene-001.png", "part2/scene-002.png", "text.jpg"):
+        (small / Path(name).name).write_bytes((photos / name).read_bytes())
+    index_path = tmp_path / "small.index"
+    args = ["index", str(small), "--model", MODEL, "--out", str(index_path), "--engine", "ray", "--actors", "1",
+            "--batch-size", "2"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert f"skipped {small / 'text.jpg'}: not an image" in printed
+    assert "embedded 3, unchanged 0, removed 0, skipped 1" in printed
+    assert scale.shards_folder(index_path) == tmp_path / "small.index.parquet"
+    assert sorted(ImageIndex.load(index_path).paths) == ["scene-000.png", "scene-001.png", "scene-002.png"]
+    assert main(args[:-4]) == 0  # again, without --actors/--batch-size: nothing to embed
+    assert "embedded 0, unchanged 3" in capsys.readouterr().out
+    assert main([*args[:3], "tiny-dinov3", *args[4:]]) == 1
+    assert "was built with model" in capsys.readouterr().err
+
+
+def _encoder_actors() -> dict[int, str]:
+    """pid -> process title of the encoder actors (Ray titles them ``ray::MapWorker(...).method``)."""
     import psutil
 
-    pids = set()
+    found = {}
     for process in psutil.process_iter(["pid", "cmdline"]):
         command = " ".join(process.info["cmdline"] or [])
         if "MapWorker" in command and "_EncodeActor" in command:
-            pids.add(process.info["pid"])
-    return pids
+            found[process.info["pid"]] = command
+    return found
 
 
 @pytest.mark.slow
-def test_an_actor_killed_mid_run_still_yields_every_vector_once(photos, tmp_path, in_process):
+def test_an_actor_killed_mid_run_still_yields_every_vector_once(photos, tmp_path):
     out = tmp_path / "killed.parquet"
     result: dict = {}
 
@@ -193,24 +214,23 @@ def test_an_actor_killed_mid_run_still_yields_every_vector_once(photos, tmp_path
 
     job = threading.Thread(target=run)
     job.start()
-    seen: set[int] = set()
-    deadline = time.monotonic() + 120
-    while not seen and job.is_alive() and time.monotonic() < deadline:
-        seen = _encoder_actor_pids()
-        time.sleep(0.05)
-    assert seen, "no encoder actor process appeared"
-    time.sleep(1.0)  # let it load the model and take batches
+    # Kill the actor while it embeds a batch (its title ends in .submit), not while it loads.
+    busy: list[int] = []
+    deadline = time.monotonic() + 300
+    while not busy and job.is_alive() and time.monotonic() < deadline:
+        busy = [pid for pid, title in _encoder_actors().items() if title.endswith(".submit")]
+        time.sleep(0.02)
+    assert busy, "no encoder actor was seen embedding a batch"
     assert job.is_alive(), "the job finished before the actor could be killed"
-    for pid in seen:
-        os.kill(pid, signal.SIGKILL)
+    os.kill(busy[0], signal.SIGKILL)
+    seen = {busy[0]}
     while job.is_alive():
-        seen |= _encoder_actor_pids()
+        seen |= set(_encoder_actors())
         time.sleep(0.05)
     job.join()
     assert "error" not in result, result.get("error")
     assert len(seen) >= 2, "Ray did not start a replacement actor"
     paths = scale.read_embeddings(out, columns=["path"]).column("path").to_pylist()
-    index, _ = in_process
     assert len(paths) == len(set(paths)) == N_IMAGES
-    assert sorted(paths) == sorted(index.paths)
+    assert sorted(paths) == sorted(p.relative_to(photos).as_posix() for p in photos.rglob("scene-*.png"))
     assert result["report"].embedded == N_IMAGES

@@ -139,20 +139,26 @@ def _run_index(args: argparse.Namespace) -> int:
         index.save(out)
     except (OSError, ValueError) as error:
         raise CommandError(str(error)) from None
+    return _print_index_report(root, out, report, index)
+
+
+def _print_index_report(root: Path, out: Path, report: Any, index: Any, note: str = "") -> int:
     for path, reason in report.skipped:
         print(f"skipped {root / path}: {reason}")
     print(report.summary())
-    print(f"{len(index)} images in {out} ({index.model}, {index.dtype})")
+    print(f"{len(index)} images in {out} ({index.model}, {index.dtype}){note}")
     return 0
 
 
 def _run_index_on_ray(args: argparse.Namespace, root: Path, out: Path, model: str, dtype: str) -> int:
+    import importlib.util
+
     from vslib.registry import ModelNotAvailableError
 
-    try:
-        from vslib import scale
-    except ImportError as error:
-        raise CommandError(f"--engine ray needs the 'scale' extra (pip install 'vslib[scale]'): {error}") from None
+    if importlib.util.find_spec("ray") is None or importlib.util.find_spec("pyarrow") is None:
+        raise CommandError("--engine ray needs the 'scale' extra: pip install 'vslib[scale]'")
+    from vslib import scale
+
     try:
         report, index = scale.index_folder(root, model, out, dtype=dtype, batch_size=args.batch_size,
                                            actors=args.actors, address=args.address, device=args.device)
@@ -160,11 +166,7 @@ def _run_index_on_ray(args: argparse.Namespace, root: Path, out: Path, model: st
         raise CommandError(str(error.args[0]) if error.args else f"unknown model {model!r}") from None
     except (OSError, ValueError, ModelNotAvailableError) as error:
         raise CommandError(str(error)) from None
-    for path, reason in report.skipped:
-        print(f"skipped {root / path}: {reason}")
-    print(report.summary())
-    print(f"{len(index)} images in {out} ({index.model}, {index.dtype}); shards in {scale.shards_folder(out)}")
-    return 0
+    return _print_index_report(root, out, report, index, f"; shards in {scale.shards_folder(out)}")
 
 
 # -- vslib search --------------------------------------------------------------------------------
