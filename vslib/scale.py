@@ -179,7 +179,9 @@ def _native_stderr_without(marker: str | None) -> Iterator[None]:
 # -- listing and the incremental check -------------------------------------------------------------
 
 
-def _list_source(source: str | os.PathLike | Sequence[str | os.PathLike]) -> tuple[Path | None, list[tuple[Path, str]], list[tuple[str, str]]]:
+def _list_source(
+    source: str | os.PathLike | Sequence[str | os.PathLike],
+) -> tuple[Path | None, list[tuple[Path, str]], list[tuple[str, str]]]:
     """The source folder (or None), the files as ``(file, stored name)``, and listing-time skips."""
     if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
         root = Path(source).resolve()
@@ -187,7 +189,7 @@ def _list_source(source: str | os.PathLike | Sequence[str | os.PathLike]) -> tup
         files = [(p, p.relative_to(root).as_posix()) for p in scan.files]
         skipped = [(p.relative_to(root).as_posix(), reason) for p, reason in scan.skipped]
         return root, files, skipped
-    if isinstance(source, str) and glob.has_magic(source):
+    if isinstance(source, str) and any(char in source for char in "*?["):
         paths = sorted(Path(p) for p in glob.glob(source, recursive=True))
         return None, [(p.resolve(), p.resolve().as_posix()) for p in paths if p.is_file()], []
     if isinstance(source, (str, os.PathLike)):
