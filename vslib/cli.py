@@ -75,7 +75,8 @@ def _add_index_command(commands: Any) -> None:
             "process: right for a photo folder on one machine. --engine ray runs the same job on Ray Data "
             "(needs the 'scale' extra): decoding in parallel tasks, encoder actors on each GPU, Parquet "
             "shards in INDEX.parquet beside the index; worth it for collections that take hours on one "
-            "machine, or on a Ray cluster (--address or RAY_ADDRESS). On a small machine it is slower."
+            "machine, or on a Ray cluster (--address or RAY_ADDRESS). On one small machine it only adds "
+            "overhead (starting Ray, a model per actor)."
         ),
     )
     parser.add_argument("dir", metavar="DIR", help="folder of images, searched recursively")
