@@ -109,3 +109,25 @@ def test_index_merge_keeps_other_methods_and_refuses_other_data(bench, tmp_path:
     assert speed.merge_previous(json.loads(json.dumps(other)), path)["methods"] == other["methods"]
     with pytest.raises(SystemExit, match="unknown"):
         speed.parse_methods("usearch-f64")
+
+
+def test_scale_out_cost_model_takes_the_slower_of_gpu_and_decoding(bench):
+    pytest.importorskip("ray", reason="benchmarks/scale_out.py needs the scale extra")
+    scale_out = bench("scale_out")
+    encoding = {"decode_preprocess_ms_per_image": 8.0, "parquet_bytes_per_image": 400.0, "dim": 192,
+                "rows": [{"actors": None, "overhead_ms_per_image": None}, {"actors": 1, "overhead_ms_per_image": 2.0}]}
+    indexes = {"vectors": 1000, "dim": 384, "rows": [{"build_s": 9.0}, {"build_s": 1.0}]}
+    costs = scale_out.cost_model(encoding, indexes, gpu_rate=100.0, workers=[1, 10], cpus_per_worker=4)
+    one, ten = costs["rows"]
+    # GPU: 1e8 / 100 per s; decoding: 1e8 * 10 ms / 4 cores, which is the slower one.
+    assert one["bound_by"] == "CPU decoding"
+    assert one["embed_hours"] == pytest.approx(1e8 * 0.010 / 4 / 3600, rel=1e-3)
+    assert ten["embed_hours"] == pytest.approx(one["embed_hours"] / 10, rel=1e-2)
+    assert costs["parquet_terabytes_768d_f16"] == pytest.approx(1e8 * 400 * 4 / 1e12, rel=1e-3)
+    # 1 s for 1000 vectors on 2 cores = 2 core-ms per vector at 384-d, 4 at 768-d.
+    assert costs["index_build_core_seconds_per_vector_768d"] == pytest.approx(0.004)
+    fast_decoding = scale_out.cost_model({**encoding, "decode_preprocess_ms_per_image": 0.1,
+                                          "rows": [{"actors": 1, "overhead_ms_per_image": 0.0}]},
+                                         indexes, gpu_rate=100.0, workers=[1], cpus_per_worker=4)
+    assert fast_decoding["rows"][0]["bound_by"] == "GPU"
+    assert fast_decoding["rows"][0]["embed_hours"] == pytest.approx(1e8 / 100 / 3600, rel=1e-3)

@@ -90,15 +90,17 @@ def _truncated_jpeg() -> bytes:
     return buf.getvalue()[: len(buf.getvalue()) // 2]
 
 
-@pytest.mark.parametrize(
-    "name, content, reason",
-    [
-        ("empty.jpg", b"", r"empty file \(0 bytes\)"),
-        ("text.jpg", b"hello, not an image", "not an image"),
-        ("half.jpg", _truncated_jpeg(), "truncated"),
-        ("junk.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "not an image"),
-    ],
-)
+#: Files that every loader must refuse: (name, bytes, the reason as a regular expression).
+#: tests/test_scale.py runs the same corpus through Ray.
+BAD_FILES = [
+    ("empty.jpg", b"", r"empty file \(0 bytes\)"),
+    ("text.jpg", b"hello, not an image", "not an image"),
+    ("half.jpg", _truncated_jpeg(), "truncated"),
+    ("junk.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "not an image"),
+]
+
+
+@pytest.mark.parametrize("name, content, reason", BAD_FILES)
 def test_bad_files_raise_with_the_file_and_the_reason(tmp_path: Path, name, content, reason):
     path = tmp_path / name
     path.write_bytes(content)

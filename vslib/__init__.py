@@ -6,8 +6,20 @@ transformers) are imported lazily, so ``import vslib`` stays fast.
 
 from __future__ import annotations
 
+import ctypes
 import importlib
+import sys
 from typing import Any
+
+if sys.platform.startswith("linux"):
+    # usearch's compiled module carries its own copy of libstdc++'s locale ids (GNU unique
+    # symbols); loaded before the system libstdc++, it breaks std::regex in libraries loaded
+    # later (Ray aborts with std::regex_error when it starts). Loading libstdc++ first keeps
+    # one copy; torch loads the same library anyway.
+    try:
+        ctypes.CDLL("libstdc++.so.6", mode=ctypes.RTLD_GLOBAL)
+    except OSError:
+        pass
 
 __version__ = "0.1.0"
 

@@ -216,6 +216,21 @@ class Encoder(ABC):
             skipped=[(paths[i], reason) for i, reason in sorted(skipped)],
         )
 
+    def image_preprocessor(self) -> Callable[[list[Image.Image]], dict[str, torch.Tensor]]:
+        """A picklable callable that turns RGB images into model inputs, without the model.
+
+        Worker processes (a DataLoader's, or Ray tasks in :mod:`vslib.scale`) preprocess
+        with it, and :meth:`encode_inputs` embeds what it returns. Introduced in chapter 8.
+        """
+        return self._collate_preprocessor()
+
+    def encode_inputs(self, inputs: dict[str, torch.Tensor]) -> np.ndarray:
+        """Embed inputs made by :meth:`image_preprocessor` into ``(N, dim)`` unit vectors.
+
+        Introduced in chapter 8.
+        """
+        return self._finish([self._forward(inputs)])
+
     def encode_texts(self, texts: Sequence[str], batch_size: int = 64, progress: bool | None = None) -> np.ndarray:
         """Embed texts into an ``(N, dim)`` float32 array of unit vectors.
 
