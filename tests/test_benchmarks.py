@@ -117,9 +117,9 @@ def test_scale_out_cost_model_takes_the_slower_of_gpu_and_decoding(bench):
     encoding = {"decode_preprocess_ms_per_image": 8.0, "parquet_bytes_per_image": 400.0, "dim": 192,
                 "rows": [{"actors": None, "overhead_ms_per_image": None}, {"actors": 1, "overhead_ms_per_image": 2.0}]}
     indexes = {"vectors": 1000, "dim": 384, "rows": [{"build_s": 9.0}, {"build_s": 1.0}]}
-    costs = scale_out.cost_model(encoding, indexes, gpu_rate=100.0, workers=[1, 10], cpus_per_worker=4)
+    costs = scale_out.cost_model(encoding, indexes, gpu_rate=1000.0, workers=[1, 10], cpus_per_worker=4)
     one, ten = costs["rows"]
-    # GPU: 1e8 / 100 per s; decoding: 1e8 * 10 ms / 4 cores, which is the slower one.
+    # GPU: 1e8 / 1000 per s = 1e5 s; decoding: 1e8 * 10 ms / 4 cores = 2.5e5 s, the slower one.
     assert one["bound_by"] == "CPU decoding"
     assert one["embed_hours"] == pytest.approx(1e8 * 0.010 / 4 / 3600, rel=1e-3)
     assert ten["embed_hours"] == pytest.approx(one["embed_hours"] / 10, rel=1e-2)
