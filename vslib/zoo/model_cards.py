@@ -125,6 +125,11 @@ def _objective(name: str, recipe: dict) -> str:
         text += (" A caption is a positive for every image of its batch that it is true of (\"a star\" for "
                  "every star; `vslib.zoo.common.caption_positives`), the rest are negatives."
                  if recipe.get("true_captions") else " Pairs with identical captions count as positives.")
+    if recipe.get("languages"):
+        names = {"fr": "French", "de": "German", "es": "Spanish"}
+        langs = ", ".join(names.get(x, x) for x in recipe["languages"].split(","))
+        text += (f" Each scene's English captions are joined by one caption in each of: {langs} "
+                 "(`vslib.lexicon`), as SigLIP 2's text side is multilingual.")
     if recipe.get("shape_twins"):
         text += (" Batches are made of scenes and their shape twins (the same scene with the dominant object "
                  "drawn as another class, `vslib.zoo.data.render_twin_pool`), whose captions differ only in "
@@ -143,7 +148,8 @@ def _training_data(recipe: dict) -> str:
         what = f"{n:,} synthetic train-split images: {n // 2:,} scenes and their {n // 2:,} shape twins"
     else:
         what = f"{n:,} synthetic train-split scenes"
-    return f"{what} (`vslib.synth`, seeds disjoint from val/test)"
+    return (f"{what} (`vslib.synth`, seeds disjoint from val/test; each scene follows its class's typical "
+            "context, `synth.TYPICAL_CONTEXT`, with probability 0.7)")
 
 
 def _fmt(value) -> str:
