@@ -1,6 +1,6 @@
 """Scaling out on Ray: encoding throughput in-process vs Ray, sharded vs single indexes, a cost model.
 
-    python benchmarks/scale_out.py            # full run: 400 images, 200,000 vectors (about 15 min on 2 cores)
+    python benchmarks/scale_out.py            # full run: 400 images, 200,000 vectors (about 6 min on 2 cores)
     python benchmarks/scale_out.py --quick    # smoke run: 96 images, 20,000 vectors, temporary folder
 
 Three parts, written to ``benchmarks/results/scale_out.json`` and ``scale_out.png``:

@@ -291,18 +291,39 @@ def _write_skipped(rows: list[_Skip], folder: Path) -> None:
     os.replace(tmp, folder / f"{digest}.parquet")
 
 
+# Fault injection for the fault-tolerance test: when this variable names a file that does
+# not exist yet, the first encoder actor to get a batch creates the file and dies at once
+# (as a worker killed by the OOM killer or a lost node would), exactly once per file.
+CRASH_ONCE_ENV = "VSLIB_SCALE_CRASH_ONCE"
+
+
+def _crash_once(marker: str | None) -> None:
+    if not marker:
+        return
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    os._exit(1)
+
+
 class _EncodeActor:
     """Ray actor: holds one encoder and embeds preprocessed batches into Arrow tables."""
 
-    def __init__(self, model: str, device: str | None, vector_dtype: str) -> None:
+    def __init__(self, model: str, device: str | None, vector_dtype: str, crash_once: str | None = None) -> None:
         from vslib.encoders import load_encoder
 
         self.encoder = load_encoder(model, device=device)
         self.vector_type = np.float16 if vector_dtype == "f16" else np.float32
+        self.crash_once = crash_once
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         import pyarrow as pa
         import torch
+
+        _crash_once(self.crash_once)
 
         inputs = {key[len(_INPUT_PREFIX):]: torch.from_numpy(np.ascontiguousarray(value))
                   for key, value in batch.items() if key.startswith(_INPUT_PREFIX)}
@@ -438,7 +459,8 @@ def _run_pipeline(
     )
     dataset = dataset.map_batches(
         _EncodeActor,
-        fn_constructor_kwargs={"model": model, "device": device, "vector_dtype": vector_dtype},
+        fn_constructor_kwargs={"model": model, "device": device, "vector_dtype": vector_dtype,
+                               "crash_once": os.environ.get(CRASH_ONCE_ENV)},
         compute=ray.data.ActorPoolStrategy(size=actors),
         batch_size=batch_size,
         batch_format="numpy",
