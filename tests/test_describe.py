@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from vslib import cli, synth, zeroshot
-from vslib.describe import describe_image, is_caption, label_embeddings, prompt_mode, read_labels
+from vslib.describe import (
+    describe_image,
+    is_caption,
+    label_embeddings,
+    prompt_mode,
+    read_labels,
+)
 from vslib.encoders import TextNotSupportedError, load_encoder
 from vslib.images import ImageLoadError
 from vslib.templates import SHORT_TEMPLATES

@@ -19,7 +19,12 @@ from PIL import Image
 
 from vslib import app, cli, multi, synth
 from vslib.encoders import load_encoder
-from vslib.fusion import MixedSpacesError, check_fusion, fuse_hits, reciprocal_rank_fusion
+from vslib.fusion import (
+    MixedSpacesError,
+    check_fusion,
+    fuse_hits,
+    reciprocal_rank_fusion,
+)
 from vslib.index import ImageIndex, IndexFormatError, SearchHit
 from vslib.multi import ModelInfo, MultiIndex, image_model, plan_query, text_model
 from vslib.query import QueryTerm, search
@@ -103,7 +108,7 @@ def test_rrf_sums_one_over_k_plus_rank_and_sorts_best_first():
     assert [item for item, _ in reciprocal_rank_fusion([["a", "b", "c"], ["c", "a"]])] == ["a", "c", "b"]
     # k changes how much the top positions dominate: with k=0 one first place beats two thirds.
     assert [item for item, _ in reciprocal_rank_fusion([["x", "y", "z"], ["w", "v", "z"]], k=0)][:2] == ["x", "w"]
-    assert [item for item, _ in reciprocal_rank_fusion([["x", "y", "z"], ["w", "v", "z"]], k=1000)][0] == "z"
+    assert reciprocal_rank_fusion([["x", "y", "z"], ["w", "v", "z"]], k=1000)[0][0] == "z"
 
 
 def test_rrf_weights_ties_and_bad_input():
@@ -113,9 +118,9 @@ def test_rrf_weights_ties_and_bad_input():
     assert [i for i, _ in reciprocal_rank_fusion([["a", "b"], ["b", "a"]])] == ["a", "b"]
     assert [i for i, _ in reciprocal_rank_fusion([["p"], ["q"]])] == ["p", "q"]
     assert reciprocal_rank_fusion([[], []]) == []
-    for bad in (dict(rankings=[]), dict(rankings=[["a", "a"]]), dict(rankings=[["a"]], k=-1),
-                dict(rankings=[["a"]], k=math.inf), dict(rankings=[["a"]], weights=[1, 2]),
-                dict(rankings=[["a"]], weights=[0])):
+    for bad in ({"rankings": []}, {"rankings": [["a", "a"]]}, {"rankings": [["a"]], "k": -1},
+                {"rankings": [["a"]], "k": math.inf}, {"rankings": [["a"]], "weights": [1, 2]},
+                {"rankings": [["a"]], "weights": [0]}):
         with pytest.raises(ValueError):
             reciprocal_rank_fusion(**bad)
 
@@ -409,7 +414,7 @@ _KILLED_SAVE = """
 def _killed_save(folder: Path, point: str, n: int) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-c", textwrap.dedent(_KILLED_SAVE), str(folder), point, str(n)],
-                          capture_output=True, text=True, env=env, timeout=120)
+                          capture_output=True, text=True, env=env, timeout=120, check=False)
 
 
 @pytest.mark.parametrize("point", multi.SAVE_POINTS)
@@ -481,3 +486,14 @@ def test_the_app_says_which_model_answered(built, scenes_folder):
     assert outcome.model == SIGLIP and outcome.message.startswith("2 results (text query) · answered by tiny-siglip2")
     with pytest.raises(app.AppError, match="needs the model"):
         app.MultiSearchService(index, {SIGLIP: encoder(SIGLIP)})
+
+
+def test_leftovers_of_a_killed_first_save_are_no_index_yet(tmp_path, capsys):
+    folder = tmp_path / "both.index"
+    (folder / ("gen-" + "0" * 32) / "tiny-dinov3").mkdir(parents=True)
+    assert MultiIndex.folder_state(folder) == "new" and ImageIndex.folder_state(folder) == "foreign"
+    code, out, err = run(capsys, "search", folder, "--text", "red")
+    assert code == 1 and out == "" and "no saved index yet" in err
+    _toy_index(3, 0).save(folder)
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith("gen-")) != ["gen-" + "0" * 32]
+    assert len(list(folder.iterdir())) == 2

@@ -292,7 +292,7 @@ def _run_search(args: argparse.Namespace) -> int:
         raise CommandError("the text query is empty; type what to search for")
     if MultiIndex.exists(args.index):
         return _run_multi_search(args)
-    if ImageIndex.folder_state(args.index) == "new":
+    if "new" in (ImageIndex.folder_state(args.index), MultiIndex.folder_state(args.index)):
         raise CommandError(f"{args.index} holds no saved index yet (an interrupted first save?); "
                            f"run 'vslib index DIR --out {args.index}' again")
     try:

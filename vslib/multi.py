@@ -38,7 +38,15 @@ from typing import TYPE_CHECKING, Any
 
 from vslib.fingerprint import file_sha256
 from vslib.fusion import RRF_K, FusedHit, MixedSpacesError, check_fusion, fuse_hits
-from vslib.index import MANIFEST, ImageIndex, ReadOnlyIndexError, SearchHit, UpdateReport, _fsync_dir, _write_tmp
+from vslib.index import (
+    MANIFEST,
+    ImageIndex,
+    ReadOnlyIndexError,
+    SearchHit,
+    UpdateReport,
+    _fsync_dir,
+    _write_tmp,
+)
 from vslib.indexlock import writer_lock
 from vslib.manifest import IndexFormatError
 
