@@ -26,6 +26,10 @@ folder, the index itself) and 400 to a request whose ``Host`` is not the bound a
 :mod:`vslib.images` (reduced to what the model needs, never by Gradio), and several searches
 run at once (:data:`WORKERS`), so one large upload does not hold up every other user.
 
+A two-model index (:mod:`vslib.multi`) is served too: image queries go to its DINOv3-family
+model, text queries to the one that reads text, a query with both is fused by rank, and the
+page says which model answered each search.
+
 Gradio is imported only when the app is built, so ``import vslib.app`` works without it;
 install it with ``pip install 'vslib[app]'``. Introduced in chapter 7.
 """
@@ -43,7 +47,7 @@ import sys
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,6 +58,7 @@ from PIL import Image
 from vslib.calibration import Calibration
 from vslib.images import ImageLoadError, load_image
 from vslib.index import MANIFEST, ImageIndex, SearchHit
+from vslib.multi import MultiIndex
 
 if TYPE_CHECKING:
     from vslib.encoders import Encoder
@@ -63,6 +68,7 @@ __all__ = [
     "CALIBRATION_FILE",
     "AppError",
     "Calibrations",
+    "MultiSearchService",
     "RequestGuard",
     "ResultRow",
     "SearchOutcome",
@@ -137,8 +143,8 @@ def safe_path(root: str | os.PathLike, stored: str | os.PathLike) -> Path:
 # -- the index -----------------------------------------------------------------------------------
 
 
-def open_index(path: str | os.PathLike) -> ImageIndex:
-    """Open a saved index read-only (memory-mapped) for the app, or say clearly why not.
+def open_index(path: str | os.PathLike) -> ImageIndex | MultiIndex:
+    """Open a saved index (one model or several) read-only, memory-mapped, or say why not.
 
     Introduced in chapter 7.
 
@@ -148,13 +154,14 @@ def open_index(path: str | os.PathLike) -> ImageIndex:
     folder = Path(path)
     if not folder.exists():
         raise AppError(f"{folder} does not exist; build an index first: vslib index DIR --out {folder}")
-    if not ImageIndex.exists(folder):
+    multi = MultiIndex.exists(folder)
+    if not multi and not ImageIndex.exists(folder):
         raise AppError(
             f"{folder} is not a saved image index (no {MANIFEST} in it); "
             f"build one with: vslib index DIR --out INDEX"
         )
     try:
-        index = ImageIndex.load(folder, view=True)
+        index = MultiIndex.load(folder, view=True) if multi else ImageIndex.load(folder, view=True)
     except (OSError, ValueError) as error:
         raise AppError(f"cannot open {folder}: {error}") from None
     if index.root is None:
@@ -165,7 +172,7 @@ def open_index(path: str | os.PathLike) -> ImageIndex:
     return index
 
 
-def index_message(index: ImageIndex) -> str | None:
+def index_message(index: ImageIndex | MultiIndex) -> str | None:
     """A message for the page when the index cannot answer searches, else ``None``. Chapter 7."""
     if len(index) == 0:
         return (
@@ -216,7 +223,7 @@ def save_calibration(index_dir: str | os.PathLike, calibration: Calibration, kin
     if kind not in QUERY_KINDS:
         raise ValueError(f"kind must be one of {QUERY_KINDS}, got {kind!r}")
     folder = Path(index_dir)
-    if not ImageIndex.exists(folder):
+    if not ImageIndex.exists(folder) and not MultiIndex.exists(folder):
         raise FileNotFoundError(f"{folder} is not a saved image index (no {MANIFEST} in it)")
     target = folder / CALIBRATION_FILE
     data = _read_calibration_file(target) if target.is_file() else {}
@@ -349,12 +356,14 @@ def thumbnail(file: Path | None, size: int = THUMBNAIL_SIZE) -> Image.Image:
 
 @dataclass
 class SearchOutcome:
-    """What one search shows: the rows and a message (an error, or what was found). Chapter 7."""
+    """What one search shows: the rows, a message (an error, or what was found), how many rows
+    the cut-off hid, the kind of query, and which model answered (a line). Chapter 7."""
 
     rows: list[ResultRow]
     message: str
     hidden: int = 0
     kind: str | None = None
+    model: str | None = None
 
 
 class SearchService:
@@ -383,6 +392,16 @@ class SearchService:
         assert self.index.root is not None
         return self.index.root
 
+    @property
+    def supports_text(self) -> bool:
+        """Whether text queries can be answered (chapter 7)."""
+        return self.encoder.supports_text
+
+    @property
+    def decode_side(self) -> int | None:
+        """The shorter side an uploaded image is decoded at (``None``: in full). Chapter 7."""
+        return self.encoder.decode_side
+
     def header(self) -> str:
         """The page's opening lines in Markdown: what is indexed and how (chapter 7)."""
         text_note = "" if self.encoder.supports_text else " (image-only: text queries are not available)"
@@ -390,6 +409,16 @@ class SearchService:
             f"**{len(self.index)} images** in `{self.root}` · model `{self.index.model}`{text_note} · "
             f"{self.index.dtype} vectors  \n{self.calibrations.describe()}"
         )
+
+    def _answer(self, terms: list[Any], k: int) -> tuple[list[Any], str, bool]:
+        """The hits, the model(s) that answered (a line), and whether scores are cosines."""
+        from vslib.query import search
+
+        return search(self.index, self.encoder, terms, k=k), self.encoder.name, True
+
+    def _image_only_message(self) -> str:
+        return (f"`{self.encoder.name}` is an image-only model: it cannot embed text. "
+                "Search with an image and leave the text fields empty.")
 
     def search(
         self,
@@ -408,7 +437,7 @@ class SearchService:
         the query away with weight ``-negative_weight``. Chapter 7.
         """
         from vslib.encoders import NonFiniteEmbeddingError, TextNotSupportedError
-        from vslib.query import QueryTerm, search
+        from vslib.query import QueryTerm
 
         problem = index_message(self.index)
         if problem and len(self.index) == 0:
@@ -419,7 +448,7 @@ class SearchService:
             terms.append(QueryTerm(float(text_weight), text=text))
         if image and image_weight > 0:
             try:  # decoded here, reduced to what the model needs, outside the model lock
-                picture = load_image(image, min_side=self.encoder.decode_side)
+                picture = load_image(image, min_side=self.decode_side)
             except ImageLoadError as error:
                 return SearchOutcome([], f"The uploaded image cannot be read: {error.reason}.")
             terms.append(QueryTerm(float(image_weight), image=picture))
@@ -431,22 +460,23 @@ class SearchService:
         k = max(1, min(int(k), len(self.index)))
         try:
             with self._model_lock:
-                hits = search(self.index, self.encoder, terms, k=k)
+                hits, answered, cosines = self._answer(terms, k)
         except TextNotSupportedError:
-            return SearchOutcome([], f"`{self.encoder.name}` is an image-only model: it cannot embed text. "
-                                     "Search with an image and leave the text fields empty.")
+            return SearchOutcome([], self._image_only_message())
         except ImageLoadError as error:
             return SearchOutcome([], f"The uploaded image cannot be read: {error.reason}.")
         except (ValueError, NonFiniteEmbeddingError) as error:
             return SearchOutcome([], f"Cannot search: {error}")
-        calibration = self.calibrations.for_kind(kind)
+        calibration = self.calibrations.for_kind(kind) if cosines else None
         rows, hidden = result_rows(hits, self.root, calibration, min_confidence)
-        return SearchOutcome(rows, self._summary(rows, hidden, kind, calibration, min_confidence, problem),
-                             hidden, kind)
+        summary = self._summary(rows, hidden, kind, calibration, min_confidence, problem, answered)
+        return SearchOutcome(rows, summary, hidden, kind, answered)
 
     @staticmethod
-    def _summary(rows, hidden, kind, calibration, min_confidence, problem) -> str:
+    def _summary(rows, hidden, kind, calibration, min_confidence, problem, answered="") -> str:
         parts = [f"{len(rows)} result{'s' if len(rows) != 1 else ''} ({kind} query)"]
+        if answered:
+            parts.append(f"answered by {answered}")
         if hidden:
             parts.append(f"{hidden} hidden below confidence {min_confidence:.2f}")
         if calibration is None and min_confidence > 0:
@@ -457,6 +487,66 @@ class SearchService:
         if refused:
             parts.append(f"{refused} image{'s' if refused != 1 else ''} not shown (see the table)")
         return " · ".join(parts) + (f"\n\n{problem}" if problem else "")
+
+
+class MultiSearchService(SearchService):
+    """:class:`SearchService` over a two-model index (:class:`~vslib.multi.MultiIndex`).
+
+    Image queries go to the index's DINOv3-family model, text queries to its text model; a
+    search with both an image and a text is fused by rank (its scores are RRF scores, so no
+    confidence is shown). Every outcome names the model(s) that answered.
+
+    Args:
+        index: The index, opened with :func:`open_index`.
+        encoders: Every model of the index, by name.
+        calibrations: From :func:`calibrations_for` with the text model (default: none).
+
+    Introduced in chapter 7.
+    """
+
+    def __init__(self, index: MultiIndex, encoders: Mapping[str, Encoder],
+                 calibrations: Calibrations | None = None) -> None:
+        missing = [name for name in index.model_names if name not in encoders]
+        if missing:
+            raise AppError(f"the index needs the model(s) {', '.join(missing)}")
+        for name in index.model_names:
+            if encoders[name].name != name:
+                raise AppError(f"the index was built with {name!r}, not {encoders[name].name!r}")
+        self.index = index
+        self.encoders = {name: encoders[name] for name in index.model_names}
+        self.calibrations = calibrations or Calibrations()
+        self._model_lock = threading.Lock()
+
+    @property
+    def supports_text(self) -> bool:
+        return any(encoder.supports_text for encoder in self.encoders.values())
+
+    @property
+    def decode_side(self) -> int | None:
+        sides = [encoder.decode_side for encoder in self.encoders.values()]
+        return None if None in sides else max(sides)
+
+    def header(self) -> str:
+        from vslib.multi import image_model, text_model
+
+        for_images, for_texts = image_model(self.index.models), text_model(self.index.models)
+        roles = f"`{for_images}` answers image queries"
+        if for_texts is None:
+            roles += "; no model reads text"
+        elif for_texts != for_images:
+            roles += f", `{for_texts}` text queries; an image with a text is fused by rank"
+        return (
+            f"**{len(self.index)} images** in `{self.root}` · {len(self.index.models)} models: {roles} · "
+            f"{self.index.dtype} vectors  \n{self.calibrations.describe()}"
+        )
+
+    def _answer(self, terms: list[Any], k: int) -> tuple[list[Any], str, bool]:
+        result = self.index.search(terms, self.encoders, k=k)
+        answered = result.answered_by() if result.fused else result.models[0]
+        return result.hits, answered, not result.fused
+
+    def _image_only_message(self) -> str:
+        return "No model of this index can embed text. Search with an image and leave the text fields empty."
 
 
 def _caption(row: ResultRow) -> str:
@@ -531,10 +621,10 @@ def build_app(service: SearchService) -> Any:
         with gr.Row():
             with gr.Column(scale=2):
                 text = gr.Textbox(label="Text query", placeholder="e.g. a red circle", elem_id="query-text",
-                                  interactive=service.encoder.supports_text)
+                                  interactive=service.supports_text)
                 negative = gr.Textbox(label="Negative text (optional): push results away from it",
                                       placeholder="e.g. striped", elem_id="query-negative",
-                                      interactive=service.encoder.supports_text)
+                                      interactive=service.supports_text)
                 with gr.Accordion("Weights of the text, the image and the negative text", open=False):
                     text_weight = gr.Slider(0, 3, value=1, step=0.1, label="text weight", elem_id="text-weight")
                     image_weight = gr.Slider(0, 3, value=1, step=0.1, label="image weight", elem_id="image-weight")
@@ -629,7 +719,7 @@ def _accepted_hosts(host: str) -> frozenset[str]:
     return frozenset(names)
 
 
-def _served_files(index: ImageIndex) -> frozenset[str]:
+def _served_files(index: ImageIndex | MultiIndex) -> frozenset[str]:
     """Resolved paths of the indexed files that lie inside the indexed folder."""
     assert index.root is not None
     files = set()
@@ -677,12 +767,19 @@ def launch(
         from vslib.encoders import load_encoder as default_loader
 
         load_encoder = default_loader
-    encoder = load_encoder(index.model)
     try:
-        calibrations = calibrations_for(index_path, encoder)
+        if isinstance(index, MultiIndex):
+            from vslib.multi import image_model, text_model
+
+            encoders = {name: load_encoder(name) for name in index.model_names}
+            lead = text_model(index.models) or image_model(index.models)
+            service: SearchService = MultiSearchService(index, encoders, calibrations_for(index_path, encoders[lead]))
+        else:
+            encoder = load_encoder(index.model)
+            service = SearchService(index, encoder, calibrations_for(index_path, encoder))
     except ValueError as error:
         raise AppError(str(error)) from None
-    page = build_app(SearchService(index, encoder, calibrations))
+    page = build_app(service)
     if not _is_loopback(host):
         print(f"warning: serving on {host}: anyone who can reach this machine can search the index and see "
               "its images; there is no login", file=sys.stderr)
