@@ -42,6 +42,21 @@ def test_every_mode_becomes_rgb(tmp_path: Path, mode, colour):
 def test_transparent_pixels_are_composited_on_white():
     pixel = to_rgb(Image.new("RGBA", (2, 2), (255, 0, 0, 0))).getpixel((0, 0))
     assert pixel == (255, 255, 255)
+    assert to_rgb(Image.new("LA", (2, 2), (40, 0))).getpixel((0, 0)) == (255, 255, 255)
+    # Half-transparent dark grey over white: 40 * 0.6 + 255 * 0.4 = 126.
+    assert to_rgb(Image.new("LA", (2, 2), (40, 153))).getpixel((0, 0)) == (126, 126, 126)
+    palette_alpha = Image.new("PA", (2, 2), (1, 0))
+    palette_alpha.putpalette([0, 0, 0, 200, 10, 10])
+    assert to_rgb(palette_alpha).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_a_colour_key_outside_palette_images_is_ignored_as_for_rgb(tmp_path: Path):
+    # PNG's tRNS colour key: only palette entries become see-through; a greyscale key is ignored,
+    # as it is for RGB images, so the grey stays grey.
+    Image.new("L", (2, 2), 77).save(tmp_path / "key.png", transparency=77)
+    with Image.open(tmp_path / "key.png") as stored:
+        assert stored.mode == "L" and stored.info["transparency"] == 77
+    assert load_image(tmp_path / "key.png").getpixel((0, 0)) == (77, 77, 77)
 
 
 def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path: Path):
@@ -289,6 +304,40 @@ def test_small_images_decode_exactly_as_before(tmp_path: Path):
     path = tmp_path / "small.png"
     Image.fromarray(_gradient(200, 150)).save(path)
     assert np.array_equal(np.asarray(load_image(path, min_side=128)), np.asarray(load_image(path)))
+
+
+def test_jpeg_shrinks_in_the_decoder_by_a_power_of_two_other_formats_by_the_whole_factor(tmp_path: Path):
+    # 1001x800 with min_side 200: a factor of 4. JPEG's decoder scales by 1/2, 1/4 or 1/8 and
+    # keeps both sides at least ceil(side / 4) = (251, 200), so it stops at 1/2; PNG is box-reduced by 4.
+    pixels = _gradient(1001, 800)
+    Image.fromarray(pixels).save(tmp_path / "photo.jpg", quality=95)
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+    assert load_image(tmp_path / "photo.jpg", min_side=200).size == (501, 400)
+    assert load_image(tmp_path / "photo.png", min_side=200).size == (251, 200)
+    Image.fromarray(pixels.transpose(1, 0, 2)).save(tmp_path / "portrait.jpg", quality=95)
+    assert load_image(tmp_path / "portrait.jpg", min_side=200).size == (400, 501)
+
+
+def test_the_pixel_cap_message_names_the_file_and_both_sizes(tmp_path: Path):
+    Image.new("1", (1500, 1000)).save(tmp_path / "a.png")
+    with pytest.raises(ImageLoadError, match=r"too large \(1500x1000 = 2 MP > 1 MP\)$") as info:
+        load_image(tmp_path / "a.png", max_pixels=1_000_000)
+    assert info.value.path == str(tmp_path / "a.png")
+    Image.new("1", (2000, 1000)).save(tmp_path / "b.png")
+    with pytest.raises(ImageLoadError, match=r"too large \(2000x1000 = 2 MP > 2 MP\)$"):  # 1.5 MP rounds to 2
+        load_image(tmp_path / "b.png", max_pixels=1_500_000)
+
+
+def test_an_error_without_a_message_is_named_by_its_type(tmp_path: Path, monkeypatch):
+    import vslib.images
+
+    def fail(image, min_side):
+        raise EOFError()
+
+    Image.new("RGB", (4, 4)).save(tmp_path / "x.png")
+    monkeypatch.setattr(vslib.images, "_decode", fail)
+    with pytest.raises(ImageLoadError, match=r"x.png: cannot decode: EOFError$"):
+        load_image(tmp_path / "x.png")
 
 
 def test_the_pixel_cap_applies_before_any_decoding(tmp_path: Path):
