@@ -358,3 +358,213 @@ def test_dinotxt_preprocessing_matches_a_pil_bicubic_reference():
         assert got.shape == (1, 3, crop, crop) and got.dtype == torch.float32
         # torchvision and PIL round differently: within two grey levels, not more.
         np.testing.assert_allclose(got[0].numpy(), expected, atol=2 / 255 / min(std), rtol=0)
+
+
+class _CountingEncoder(encoders.Encoder):
+    """Mean colour of each image, recording the batch sizes the model sees (no model files needed)."""
+
+    name, dim, family = "counting", 3, "fake"
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def preprocess(self, images):
+        return {"rgb": torch.tensor(np.stack([np.asarray(im, np.float32).mean((0, 1)) + 1 for im in images]))}
+
+    def _embed_inputs(self, inputs):
+        self.batches.append(len(inputs["rgb"]))
+        return inputs["rgb"]
+
+
+def _image_files(folder: Path, n: int) -> list[Path]:
+    folder.mkdir(exist_ok=True)
+    paths = [folder / f"{i}.png" for i in range(n)]
+    for path, image in zip(paths, _images(n, size=(8, 8))):
+        image.save(path)
+    return paths
+
+
+def test_files_are_encoded_in_batches_of_32_and_paths_keep_the_batch_size_asked_for(tmp_path):
+    paths = _image_files(tmp_path / "files", 40)
+    enc = _CountingEncoder()
+    enc.encode_files(paths, num_workers=0)
+    assert enc.batches == [32, 8]
+    enc.batches.clear()
+    enc.encode_images(paths[:5], batch_size=2, num_workers=0)
+    assert enc.batches == [2, 2, 1]
+
+
+@pytest.mark.parametrize("n, cores, workers", [(65, 8, 4), (65, 2, 2), (65, None, 1), (64, 8, 0)])
+def test_loader_workers_default_to_up_to_four_when_there_are_several_batches(tmp_path, monkeypatch, n, cores,
+                                                                               workers):
+    seen = []
+    real_loader = torch.utils.data.DataLoader
+
+    def loader(*args, num_workers, **kwargs):
+        seen.append(num_workers)
+        return real_loader(*args, num_workers=0, **kwargs)  # the count is what is checked; no processes
+
+    monkeypatch.setattr(torch.utils.data, "DataLoader", loader)
+    monkeypatch.setattr(encoders.os, "cpu_count", lambda: cores)
+    _CountingEncoder().encode_files(_image_files(tmp_path / "files", n), batch_size=32)
+    assert seen == [workers]
+
+
+def test_files_are_decoded_at_the_encoders_reduced_size(tmp_path, monkeypatch):
+    seen = []
+    real_load = encoders.load_image
+    monkeypatch.setattr(encoders, "load_image", lambda path, min_side=None: seen.append(min_side) or
+                        real_load(path, min_side=min_side))
+    enc = _CountingEncoder()
+    enc.decode_side = 64
+    enc.encode_files(_image_files(tmp_path / "files", 2), num_workers=0)
+    assert seen == [64, 64]
+
+
+def test_progress_bars_show_when_asked_with_the_model_name_and_the_batch_count(tmp_path, capsys):
+    enc = _CountingEncoder()
+    enc.encode_images(_images(5, size=(8, 8)), batch_size=2, progress=True)
+    err = capsys.readouterr().err
+    assert "encoding (counting)" in err and "/3 [" in err  # three batches
+    # leave=False: the finished bar is wiped from the terminal (its line is cleared).
+    assert err.endswith("\r")
+    enc.encode_files(_image_files(tmp_path / "files", 3), batch_size=2, progress=True, num_workers=0)
+    err = capsys.readouterr().err
+    assert "encoding (counting)" in err and "/2 [" in err
+    # Not asked: no bar for a single batch (and none off a terminal, as here).
+    enc.encode_images(_images(5, size=(8, 8)), batch_size=2)
+    enc.encode_images(_images(1, size=(8, 8)), progress=None)
+    assert capsys.readouterr().err == ""
+
+
+def test_text_progress_counts_batches_of_texts(offline_hub, capsys):
+    enc = vslib.load_encoder("siglip2-base-patch16-224", device="cpu")
+    enc.encode_texts([f"a red circle {i}" for i in range(5)], batch_size=2, progress=True)
+    err = capsys.readouterr().err
+    assert "encoding (siglip2-base-patch16-224)" in err and "/3 [" in err
+
+
+def test_raw_embeddings_of_no_images_is_an_empty_float32_matrix():
+    raw = _CountingEncoder().raw_embeddings([])
+    assert raw.shape == (0, 3) and raw.dtype == np.float32
+
+
+def test_unwrap_takes_tensors_and_pooled_outputs_and_names_anything_else():
+    tensor = torch.ones(2, 3)
+    assert encoders._unwrap(tensor) is tensor
+
+    class Output:
+        pooler_output = tensor
+
+    assert encoders._unwrap(Output()) is tensor
+    with pytest.raises(TypeError, match="^expected a tensor or an output with pooler_output, got object$"):
+        encoders._unwrap(object())
+
+
+def test_integer_inputs_go_to_the_device_without_a_dtype_change():
+    enc = _CountingEncoder()
+    enc.device, enc.dtype = torch.device("meta"), torch.bfloat16
+    ids = enc._to_device(torch.ones(2, dtype=torch.long))
+    assert ids.device.type == "meta" and ids.dtype == torch.long
+    pixels = enc._to_device(torch.ones(2))
+    assert pixels.device.type == "meta" and pixels.dtype == torch.bfloat16
+
+
+def test_an_explicit_device_wins_over_the_environment(offline_hub, monkeypatch):
+    monkeypatch.setenv("VSLIB_DEVICE", "potato")
+    with pytest.raises(ValueError, match="VSLIB_DEVICE='potato'"):
+        vslib.load_encoder("dinov3-vits16plus")
+    enc = vslib.load_encoder("dinov3-vits16plus", device="cpu")
+    assert enc.device == torch.device("cpu")
+
+
+def test_a_non_square_dinov3_processor_sets_the_patch_grid_and_the_decode_side(tmp_path):
+    from transformers import DINOv3ViTConfig, DINOv3ViTImageProcessor, DINOv3ViTModel
+
+    torch.manual_seed(0)
+    config = DINOv3ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                             patch_size=8, image_size=32, num_register_tokens=4)
+    DINOv3ViTModel(config).save_pretrained(tmp_path)
+    DINOv3ViTImageProcessor(size={"height": 48, "width": 32}).save_pretrained(tmp_path)
+    enc = vslib.load_encoder(tmp_path, device="cpu")
+    assert enc.decode_side == 2 * 48  # twice the larger side the model sees
+    feats = enc.patch_features(_images(1))
+    assert feats.shape == (1, 6, 4, 32)  # 48 / 8 rows, 32 / 8 columns
+    tokens = enc.tokens(_images(1))[0, 1 + 4 :]
+    np.testing.assert_allclose(feats[0].reshape(24, 32), tokens / np.linalg.norm(tokens, axis=1, keepdims=True),
+                               atol=1e-5)
+
+
+def test_siglip_loads_under_its_name_on_the_device_and_truncates_long_texts(offline_hub):
+    enc = vslib.load_encoder("siglip2-base-patch16-224", device="cpu")
+    assert enc.name == "siglip2-base-patch16-224" and enc.device == torch.device("cpu")
+    assert repr(enc) == "SiglipEncoder(name='siglip2-base-patch16-224', dim=32, device=cpu, dtype=float32)"
+    words = "a red circle on a blue background".split()
+    long_text = " ".join(words * 20)  # 140 words, more than the 64 positions
+    cut = " ".join((words * 20)[:63])  # 63 words and the end token fill the 64 positions
+    np.testing.assert_allclose(enc.encode_texts([long_text]), enc.encode_texts([cut]), atol=1e-6)
+
+
+def test_siglip_text_length_comes_from_the_model_not_the_tokenizer(offline_hub):
+    enc = vslib.load_encoder("siglip2-base-patch16-224", device="cpu")
+    before = enc.encode_texts(["a red circle"])
+    enc.tokenizer.model_max_length = 128  # many tokenizers carry no (or another) length
+    np.testing.assert_allclose(enc.encode_texts(["a red circle"]), before, atol=1e-6)
+
+
+def test_dinotxt_inputs_and_head_outputs_agree_with_encode_images(tmp_path):
+    from test_dinotxt import tiny_backbone, tiny_config
+
+    from vslib.bpe import ClipTokenizer, train_bpe_merges
+    from vslib.dinotxt import DinoTxtModel, save_dinotxt
+
+    backbone_dir = tmp_path / "backbone"
+    tiny_backbone().save_pretrained(backbone_dir)
+    tokenizer = ClipTokenizer(train_bpe_merges(["a red circle", "a blue star"] * 3, 20))
+    save_dinotxt(DinoTxtModel(tiny_config(tokenizer.vocab_size), tiny_backbone(), tokenizer), tmp_path / "txt",
+                 backbone_ref="../backbone")
+    enc = vslib.load_encoder(tmp_path / "txt", device="cpu")
+    images = _images(2)
+    expected = enc.encode_images(images)
+    np.testing.assert_allclose(enc.encode_inputs(enc.image_preprocessor()(images)), expected, atol=1e-6)
+    cls, patches = enc.head_outputs(images)
+    assert cls.shape == (2, 24) and patches.shape == (2, 16, 24)
+    joint = np.concatenate([cls, patches.mean(axis=1)], axis=1)
+    np.testing.assert_allclose(joint / np.linalg.norm(joint, axis=1, keepdims=True), expected, atol=1e-5)
+
+
+def _official_dinotxt_folder(folder: Path):
+    """The official dino.txt file set (random tiny weights) with a config for its size."""
+    from test_dinotxt import official_backbone_state_dict, random_official_state_dict, tiny_backbone, tiny_config
+
+    from vslib.bpe import ClipTokenizer, train_bpe_merges, write_bpe_vocab
+
+    folder.mkdir()
+    merges = train_bpe_merges(["a red circle", "a blue star on a plain background"] * 3, 20)
+    config = tiny_config(ClipTokenizer(merges).vocab_size)
+    torch.save(official_backbone_state_dict(tiny_backbone()), folder / registry.DINOTXT_FILES["backbone"])
+    torch.save(random_official_state_dict(config), folder / registry.DINOTXT_FILES["weights"])
+    write_bpe_vocab(merges, folder / registry.DINOTXT_FILES["bpe_vocab"])
+    config.to_json(folder / registry.DINOTXT_CONFIG_FILE)
+    return config
+
+
+def test_official_dinotxt_files_load_from_the_folder_the_variable_names(tmp_path, offline_hub, monkeypatch):
+    from vslib.dinotxt import load_dinotxt
+
+    folder = tmp_path / "dinotxt"
+    config = _official_dinotxt_folder(folder)
+    monkeypatch.setenv(registry.DINOTXT_ENV, str(folder))
+    enc = vslib.load_encoder("dinotxt-vitl16", device="cpu", dtype="fp32")
+    assert enc.dim == config.embed_dim == 48
+    files = {k: folder / v for k, v in registry.DINOTXT_FILES.items()}
+    model = load_dinotxt(files["weights"], backbone=files["backbone"], bpe_vocab=files["bpe_vocab"], config=config)
+    with torch.no_grad():
+        text = model.encode_text(model.tokenize(["a red circle"])).numpy()
+    np.testing.assert_allclose(enc.encode_texts(["a red circle"]), text / np.linalg.norm(text), atol=1e-5)
+    # Without the backbone file the Hub snapshot is asked for (offline here): the error names the model.
+    files["backbone"].unlink()
+    with pytest.raises(registry.ModelNotAvailableError,
+                       match=r"^Model 'dinotxt-vitl16' \(facebook/dinov3-vitl16-pretrain-lvd1689m\) is not cached.*"
+                             r"use the bundled 'tiny-dinotxt'\.$"):
+        vslib.load_encoder("dinotxt-vitl16", device="cpu")
