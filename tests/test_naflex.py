@@ -75,8 +75,13 @@ def test_the_conversion_reproduces_the_bundled_checkpoint(tmp_path):
     out = tmp_path / "tiny-siglip2-naflex"
     assert train.main(["tiny-siglip2-naflex", "--out", str(out), "--set", "verify_per_class=2"]) == 0
     bundled = checkpoint_path("tiny-siglip2-naflex")
-    for name in ("model.safetensors", "config.json", "preprocessor_config.json", "tokenizer.json"):
+    for name in ("model.safetensors", "tokenizer.json", "tokenizer_config.json"):
         assert common.sha256_file(out / name) == common.sha256_file(bundled / name), name
+    for name in ("config.json", "preprocessor_config.json"):  # all but the writer's version
+        made, shipped = (json.loads((d / name).read_text()) for d in (out, bundled))
+        made.pop("transformers_version", None)
+        shipped.pop("transformers_version", None)
+        assert made == shipped, name
     report = json.loads((out / "training.json").read_text())
     assert report["converted_from"] == "tiny-siglip2" and report["metrics"]["cos_to_source_native_min"] >= 0.999
     card = (out / "README.md").read_text()
@@ -216,3 +221,18 @@ def test_naflex_grid_rejects_impossible_sizes(bad):
         inputsize.naflex_grid(bad)
     with pytest.raises(ValueError, match="max_num_patches must be a positive whole number"):
         inputsize.naflex_grid((10, 10), max_num_patches=0)
+
+
+@pytest.mark.parametrize("name", ["tiny-dinov3", "tiny-dinotxt"])
+def test_every_family_reports_its_grid_and_what_it_reads(name):
+    enc = vslib.load_encoder(name, device="cpu", dtype="fp32")
+    wide = _noise(WIDE)
+    grid = enc.patch_grids([wide, wide])
+    inputs = enc.preprocess([wide])["pixel_values"]
+    side = inputs.shape[-1]
+    assert grid[0] == grid[1] == inputsize.square_grid(side, enc.patch_size)
+    view = enc.input_views([wide])[0]
+    assert view.shape == (side, side, 3) and 0.0 <= view.min() and view.max() <= 1.0
+    # Undoing the normalisation and normalising again gives the model's input back.
+    mean, std = (np.asarray(v, dtype=np.float32) for v in enc._normalisation())
+    np.testing.assert_allclose((view - mean) / std, inputs[0].numpy().transpose(1, 2, 0), atol=1e-4)

@@ -275,6 +275,25 @@ class Encoder(ABC):
         rows, cols = height // patch, width // patch
         return [PatchGrid(width, height, rows, cols, patch, rows * cols)] * n
 
+    def input_views(self, images: Sequence[ImageLike]) -> list[np.ndarray]:
+        """Each image as the model reads it: resized (and cropped), ``(H, W, 3)`` floats in [0, 1].
+
+        The preprocessing's normalisation is undone. For NaFlex the real patches are put
+        back on their grid and the padding dropped, so a view has the size and aspect
+        ratio the model sees. Introduced in chapter 2.
+        """
+        inputs = self.preprocess([as_image(im) for im in images])
+        mean, std = (np.asarray(v, dtype=np.float32) for v in self._normalisation())
+        return [np.clip(view * std + mean, 0.0, 1.0) for view in self._pixel_arrays(inputs)]
+
+    def _normalisation(self) -> tuple[Sequence[float], Sequence[float]]:
+        """The per-channel mean and std the preprocessing subtracts and divides by."""
+        raise NotImplementedError(f"{self.name} ({self.family}) does not say how it normalises images")
+
+    def _pixel_arrays(self, inputs: dict[str, torch.Tensor]) -> list[np.ndarray]:
+        """Normalised model inputs as ``(H, W, 3)`` arrays, one per image."""
+        return list(inputs["pixel_values"].float().numpy().transpose(0, 2, 3, 1))
+
     def raw_embeddings(self, images: Sequence[ImageLike], batch_size: int = 32) -> np.ndarray:
         """Image embeddings before L2 normalisation, ``(N, dim)`` float32 on the CPU.
 
@@ -416,6 +435,10 @@ class _HFEncoder(Encoder):
 
     def _collate_preprocessor(self):
         return self._preprocess
+
+    def _normalisation(self) -> tuple[Sequence[float], Sequence[float]]:
+        processor = self._preprocess.processor
+        return processor.image_mean, processor.image_std
 
     @property
     def geometry(self) -> InputGeometry:
@@ -604,23 +627,12 @@ class SiglipEncoder(_HFEncoder):
         shapes = inputs["spatial_shapes"].tolist()
         return [PatchGrid(int(c) * p, int(r) * p, int(r), int(c), p, length) for r, c in shapes]
 
-    def input_views(self, images: Sequence[ImageLike]) -> list[np.ndarray]:
-        """Each image as the model reads it: resized, un-normalised, ``(H, W, 3)`` floats in [0, 1].
-
-        For NaFlex the real patches are put back on their grid (padding dropped), so the
-        view shows the aspect ratio and size the model sees. Introduced in chapter 2.
-        """
-        inputs = self.preprocess([as_image(im) for im in images])
-        processor = self._preprocess.processor
-        mean = np.asarray(processor.image_mean, dtype=np.float32)
-        std = np.asarray(processor.image_std, dtype=np.float32)
+    def _pixel_arrays(self, inputs: dict[str, torch.Tensor]) -> list[np.ndarray]:
+        if not self.naflex:
+            return super()._pixel_arrays(inputs)
         pixels = inputs["pixel_values"].float().numpy()
-        if self.naflex:
-            views = [unpatchify(row, grid.rows, grid.cols, self.patch_size)
-                     for row, grid in zip(pixels, self._grids(inputs))]
-        else:
-            views = list(pixels.transpose(0, 2, 3, 1))
-        return [np.clip(view * std + mean, 0.0, 1.0) for view in views]
+        return [unpatchify(row, grid.rows, grid.cols, self.patch_size)
+                for row, grid in zip(pixels, self._grids(inputs))]
 
     def _embed_texts(self, texts: list[str]) -> torch.Tensor:
         tokens = self.tokenizer([t.lower() for t in texts], padding="max_length", max_length=self.max_length,
@@ -688,6 +700,9 @@ class DinoTxtEncoder(Encoder):
 
     def _collate_preprocessor(self):
         return self._preprocess
+
+    def _normalisation(self) -> tuple[Sequence[float], Sequence[float]]:
+        return self.model.config.image_mean, self.model.config.image_std
 
     @property
     def geometry(self) -> InputGeometry:

@@ -33,7 +33,10 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 @dataclass
 class NaflexRecipe:
-    """What the conversion reads and checks (recorded in ``training.json`` and the model card)."""
+    """What the conversion reads and checks (recorded in ``training.json`` and the model card).
+
+    Introduced in chapter 2.
+    """
 
     source: str = "tiny-siglip2"
     verify_split: str = "test"
@@ -51,6 +54,8 @@ def patch_embedding_as_linear(conv_weight: torch.Tensor) -> torch.Tensor:
 
     Raises:
         ValueError: If the kernel is not ``(D, C, p, p)``.
+
+    Introduced in chapter 2.
     """
     if conv_weight.ndim != 4 or conv_weight.shape[-1] != conv_weight.shape[-2]:
         raise ValueError(f"expected a square convolution kernel (D, C, p, p), got {tuple(conv_weight.shape)}")
@@ -65,6 +70,8 @@ def naflex_config(fixed_config):
 
     Raises:
         ValueError: If the image side is not a whole number of patches.
+
+    Introduced in chapter 2.
     """
     from transformers import Siglip2Config
 
@@ -83,12 +90,14 @@ def naflex_config(fixed_config):
 
 
 def _fixed_model(source: Path):
+    import json
+
     from transformers import SiglipModel
 
-    model = SiglipModel.from_pretrained(source, dtype=torch.float32).eval()
-    if type(model).__name__ != "SiglipModel":
-        raise ValueError(f"{source} is not a fixed-resolution SiglipModel")
-    return model
+    model_type = json.loads((source / "config.json").read_text()).get("model_type")
+    if model_type != "siglip":
+        raise ValueError(f"{source} holds a {model_type!r} model, not a fixed-resolution SiglipModel")
+    return SiglipModel.from_pretrained(source, dtype=torch.float32).eval()
 
 
 def _naflex_model(fixed):
@@ -125,9 +134,11 @@ def _image_processors(source: Path, patch_size: int, max_num_patches: int):
 
 @torch.no_grad()
 def verify(fixed, fixed_processor, naflex, naflex_processor, images, input_ids) -> dict[str, float]:
-    """Cosines between the two models' embeddings of the same images and token ids.
+    """Cosines between a fixed model's and its NaFlex form's embeddings of the same inputs.
 
-    Returns ``min`` and ``mean`` image cosines and the ``min`` text cosine.
+    Each model reads ``images`` through its own processor; both read the same
+    ``input_ids``. Returns the ``min`` and ``mean`` image cosines and the ``min`` text
+    cosine. Introduced in chapter 2.
     """
     a = fixed.get_image_features(**fixed_processor(images=images, return_tensors="pt")).pooler_output
     inputs = naflex_processor(images=images, return_tensors="pt")
