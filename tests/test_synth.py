@@ -401,3 +401,21 @@ def test_save_and_load_keep_the_context(tmp_path):
     assert {s.context is None for s in scenes} == {True, False}
     back = synth.load_scenes(tmp_path) if synth.save_scenes(scenes, tmp_path) else []
     assert [s.context for s in back] == [s.context for s in scenes]
+
+
+def test_aspect_crop_is_the_largest_band_of_that_shape_around_the_box():
+    # A wide band: full width, height side / aspect, centred on the box.
+    assert synth.aspect_crop((80, 90, 110, 120), 192, 3 / 2) == (0, 41, 192, 169)
+    # Near an edge it shifts back inside instead of shrinking.
+    assert synth.aspect_crop((10, 0, 40, 20), 192, 3 / 2) == (0, 0, 192, 128)
+    assert synth.aspect_crop((10, 170, 40, 192), 192, 3 / 2) == (0, 64, 192, 192)
+    # A tall band is the same along the other axis.
+    assert synth.aspect_crop((90, 80, 120, 110), 192, 2 / 3) == (41, 0, 169, 192)
+    assert synth.aspect_crop((0, 0, 192, 192), 192, 1.0) == (0, 0, 192, 192)
+    scene = synth.render_scene(3, 96, split="test")
+    x0, y0, x1, y1 = synth.aspect_crop(scene.objects[0].box, 96, 2.0)
+    assert (x1 - x0, y1 - y0) == (96, 48)
+    with pytest.raises(ValueError, match="aspect must be positive"):
+        synth.aspect_crop((0, 0, 10, 10), 64, 0)
+    with pytest.raises(ValueError, match="outside the 64x64 image"):
+        synth.aspect_crop((0, 0, 70, 10), 64, 2)

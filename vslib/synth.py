@@ -1084,6 +1084,38 @@ def crop_box(
     return left, top, right, bottom
 
 
+def aspect_crop(box: Sequence[int], image_size: int, aspect: float) -> tuple[int, int, int, int]:
+    """The largest crop of a square image with a given width-to-height ratio, centred on a box.
+
+    A wide crop (``aspect > 1``) keeps the full width and a horizontal band of height
+    ``image_size / aspect``; a tall one (``aspect < 1``) the full height and a vertical
+    band. The band is centred on the box, shifted back inside the image at the edges; a
+    box taller (or wider) than the band is cut. Introduced in chapter 2.
+
+    Args:
+        box: ``(x0, y0, x1, y1)`` with exclusive ``x1``, ``y1``, e.g. a scene object's box.
+        image_size: Side of the square image.
+        aspect: Width over height of the crop (``1.5`` for 3:2, ``2 / 3`` for 2:3).
+
+    Returns:
+        ``(x0, y0, x1, y1)`` for ``PIL.Image.crop``.
+
+    Raises:
+        ValueError: If ``aspect`` is not positive or the box is empty or outside the image.
+    """
+    if not aspect > 0:
+        raise ValueError(f"aspect must be positive, got {aspect}")
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if not (0 <= x0 < x1 <= image_size and 0 <= y0 < y1 <= image_size):
+        raise ValueError(f"box {tuple(box)} is empty or outside the {image_size}x{image_size} image")
+    side = max(1, min(image_size, round(image_size / aspect if aspect >= 1 else image_size * aspect)))
+    centre = (y0 + y1) / 2 if aspect >= 1 else (x0 + x1) / 2
+    start = int(round(min(max(centre - side / 2, 0), image_size - side)))
+    if aspect >= 1:
+        return 0, start, image_size, start + side
+    return start, 0, start + side, image_size
+
+
 _IMAGE_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG"}
 LABELS_FILE = "labels.json"
 
