@@ -338,3 +338,17 @@ def test_bf16_encoders_hand_back_float32_numpy(offline_hub, monkeypatch):
                                atol=1e-6)
     norms = np.linalg.norm(siglip.raw_embeddings(images), axis=1)
     assert not np.allclose(norms, 1.0, atol=1e-2)  # not normalised
+
+
+@pytest.mark.parametrize("name", ["tiny-dinov3", "tiny-siglip2"])
+def test_fixed_size_processors_set_a_reduced_decoding_side(offline_hub, name):
+    # transformers hands fixed-size processors a SizeDict, not a dict; its sides must still be read,
+    # or large photos are decoded at full size for a 64 px model.
+    from transformers import AutoImageProcessor
+
+    enc = vslib.load_encoder(name)
+    from vslib.zoo import checkpoint_path
+
+    size = AutoImageProcessor.from_pretrained(checkpoint_path(name)).size
+    side = max(v for v in (getattr(size, k, None) for k in ("height", "width", "shortest_edge")) if v)
+    assert enc.decode_side == 2 * side

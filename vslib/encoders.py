@@ -415,6 +415,15 @@ class _ProcessorCall:
         return dict(self.processor(images=images, return_tensors="pt"))
 
 
+def _processor_sides(size: Any) -> list[int]:
+    """The target sides an image processor's ``size`` names (a dict or transformers' ``SizeDict``)."""
+    if size is None:
+        return []
+    keys = ("shortest_edge", "height", "width")
+    values = [size.get(key) if isinstance(size, dict) else getattr(size, key, None) for key in keys]
+    return [int(value) for value in values if isinstance(value, int) and value > 0]
+
+
 class _HFEncoder(Encoder):
     """Shared set-up of the transformers-backed encoders."""
 
@@ -425,9 +434,7 @@ class _HFEncoder(Encoder):
         self.model = AutoModel.from_pretrained(path, dtype=dtype).to(device).eval()
         processor = AutoImageProcessor.from_pretrained(path)
         self._preprocess = _ProcessorCall(processor)
-        size = getattr(processor, "size", None) or {}
-        sides = [size.get(key) for key in ("shortest_edge", "height", "width") if isinstance(size, dict)]
-        sides = [int(side) for side in sides if isinstance(side, int)]
+        sides = _processor_sides(getattr(processor, "size", None))
         self.decode_side = 2 * max(sides) if sides else None
 
     def preprocess(self, images: list[Image.Image]) -> dict[str, torch.Tensor]:
