@@ -419,3 +419,33 @@ def test_aspect_crop_is_the_largest_band_of_that_shape_around_the_box():
         synth.aspect_crop((0, 0, 10, 10), 64, 0)
     with pytest.raises(ValueError, match="outside the 64x64 image"):
         synth.aspect_crop((0, 0, 70, 10), 64, 2)
+
+
+def test_context_probability_overrides_the_split_and_changes_nothing_else():
+    natural = synth.make_split("train", 60, 16)
+    never = synth.make_split("train", 60, 16, context_probability=0.0)
+    always = synth.make_split("train", 60, 16, context_probability=1.0)
+    assert any(s.context for s in natural) and not all(s.context for s in natural)
+    assert all(s.context is None for s in never)
+    assert all(s.context == s.label for s in always)
+    for a, b, c in zip(natural, never, always):
+        # The class, the number of small objects and their shapes come from the same draws.
+        assert a.label == b.label == c.label
+        assert [o.shape for o in a.objects] == [o.shape for o in b.objects] == [o.shape for o in c.objects]
+    # A scene that was typical anyway is unchanged when forced to be typical.
+    same = [(a, c) for a, c in zip(natural, always) if a.context is not None]
+    assert same and all(np.array_equal(pixels(a), pixels(c)) for a, c in same)
+    with pytest.raises(ValueError, match="context_probability"):
+        synth.render_scene(0, 16, context_probability=1.5)
+
+
+def test_training_pools_can_hold_a_share_of_scenes_without_typical_context():
+    from vslib.zoo.common import captioned_training_pool
+
+    pool, _ = captioned_training_pool(40, 16, shape_twins=False, mixed_fraction=0.5)
+    assert len(pool) == 40
+    first = synth.make_split("train", 20, 16)
+    last = synth.make_split("train", 20, 16, start=20, context_probability=0.0)
+    expected = np.stack([pixels(s) for s in first + last])
+    assert np.array_equal(pool.images.permute(0, 2, 3, 1).numpy(), expected)
+    assert pool.labels.tolist() == [s.label_index for s in first + last]

@@ -57,7 +57,7 @@ class SiglipRecipe:
     # the text tower four times cheaper. Encoders read the length from the checkpoint.
     max_length: int = 16
     train_scenes: int = 20000
-    steps: int = 4000
+    steps: int = 6500
     batch_size: int = 128
     lr: float = 1e-3
     min_lr: float = 1e-5
@@ -86,6 +86,12 @@ class SiglipRecipe:
     # Each training scene also gets one caption in each of these languages (vslib.lexicon),
     # as SigLIP 2 learns from multilingual web text.
     languages: str = "fr,de,es"
+    # A share of the training scenes never follows its class's typical context (as in the
+    # ``mixed`` split), so context alone cannot name every scene's class and the image
+    # tower must learn shape too. All scenes typical-as-usual (0.0), the 4,000-step model
+    # scored zero-shot 0.736 on test and 0.262 on mixed: context, little shape. Tested
+    # and evaluated scenes keep the world's own probability.
+    mixed_fraction: float = 0.5
     seed: int = 0
 
 
@@ -257,7 +263,8 @@ def train(out_dir: Path, recipe: SiglipRecipe | None = None, *, log_every: int =
     torch.manual_seed(r.seed)
     g = torch.Generator().manual_seed(r.seed)
     model, tokenizer = build(r)
-    pool, sample = common.captioned_training_pool(r.train_scenes, r.image_size, r.shape_twins)
+    pool, sample = common.captioned_training_pool(r.train_scenes, r.image_size, r.shape_twins,
+                                                  r.mixed_fraction)
     add_translations(pool.captions, pool.facts, r.languages, r.seed)
     opt = torch.optim.AdamW(common.param_groups(model, r.weight_decay), lr=r.lr)
     log = common.Logger(r.steps, log_every)
