@@ -12,6 +12,7 @@ negatives; here that would push every star away from "a star" but one.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,10 +189,15 @@ def zero_shot_top1(image_emb: torch.Tensor, class_emb: torch.Tensor, labels: tor
 
 
 def class_embeddings(text_emb_fn, templates) -> torch.Tensor:
-    """Template ensemble: normalise each prompt embedding, average per class, renormalise."""
+    """Template ensemble: normalise each prompt embedding, average per class, renormalise.
+
+    ``templates`` is a list of ``"... {} ..."`` strings, or a function from a class name to
+    its prompts (for example ``lexicon.class_prompts`` in one language).
+    """
+    prompts = templates if callable(templates) else lambda name: [t.format(name) for t in templates]
     rows = []
     for name in synth.CLASSES:
-        e = text_emb_fn([t.format(name) for t in templates])
+        e = text_emb_fn(prompts(name))
         rows.append(F.normalize(F.normalize(e, dim=-1).mean(0), dim=-1))
     return torch.stack(rows)
 
@@ -218,8 +224,7 @@ def evaluate(model: SiglipModel, tokenizer, size: int, max_length: int, split: s
     one1, _ = zero_shot_top1(img, class_embeddings(text_fn, ["a photo of a {}."]), pool.labels)
     per_language = {}
     for lang in lexicon.FOREIGN:
-        prompts = torch.stack([F.normalize(F.normalize(text_fn(lexicon.class_prompts(lang, name)), dim=-1).mean(0),
-                                           dim=-1) for name in synth.CLASSES])
+        prompts = class_embeddings(text_fn, functools.partial(lexicon.class_prompts, lang))
         per_language[f"zero_shot_top1_{lang}"] = zero_shot_top1(img, prompts, pool.labels)[0]
     return {
         **per_language,
