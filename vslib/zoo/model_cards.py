@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from vslib import synth
+
 DESCRIPTIONS = {
     "tiny-dinov3": {
         "architecture": "transformers `DINOv3ViTModel` (ViT with RoPE, {registers} register tokens), "
@@ -154,8 +156,15 @@ def _training_data(recipe: dict) -> str:
         what = f"{n:,} synthetic train-split images: {n // 2:,} scenes and their {n // 2:,} shape twins"
     else:
         what = f"{n:,} synthetic train-split scenes"
-    return (f"{what} (`vslib.synth`, seeds disjoint from val/test; each scene follows its class's typical "
-            "context, `synth.TYPICAL_CONTEXT`, with probability 0.7)")
+    context = ("each scene follows its class's typical context, `synth.TYPICAL_CONTEXT`, with "
+               f"probability {synth.CONTEXT_PROBABILITY}")
+    mixed = recipe.get("mixed_fraction") or 0.0
+    if mixed and not recipe.get("shape_twins"):
+        m = int(round(n * mixed))
+        context = (f"the first {n - m:,} follow their class's typical context, `synth.TYPICAL_CONTEXT`, with "
+                   f"probability {synth.CONTEXT_PROBABILITY}; the last {m:,} never do, as in the `mixed` split, "
+                   "so that context alone cannot name every class and the image tower learns shape too")
+    return f"{what} (`vslib.synth`, seeds disjoint from val/test; {context})"
 
 
 def _fmt(value) -> str:
