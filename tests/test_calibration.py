@@ -40,6 +40,9 @@ def test_sigmoid_confidence_is_one_half_at_the_threshold_and_follows_the_formula
     # sigmoid(1) = e / (1 + e) and sigmoid(-1) = 1 - sigmoid(1).
     assert conf[2] == pytest.approx(math.e / (1 + math.e))
     assert conf[0] == pytest.approx(1 - math.e / (1 + math.e))
+    # float32 scores are computed in float64, as documented: 1e-9 above the threshold is not 0.5.
+    above = sigmoid_confidence(np.float32([0.2]), threshold=float(np.float32(0.2)) - 1e-9, temperature=1e6)
+    assert above.dtype == np.float64 and above[0] == pytest.approx(1 / (1 + math.exp(-1e-3)), abs=1e-9)
 
 
 def test_sigmoid_confidence_saturates_without_overflow_warnings():
@@ -91,14 +94,17 @@ def test_fit_stays_finite_on_separable_data_and_splits_the_classes():
     assert (conf[is_match] > 0.9).all() and (conf[~is_match] < 0.1).all()
 
 
-@pytest.mark.parametrize("separable", [False, True])
-def test_fit_is_the_penalised_maximum_likelihood(separable):
+@pytest.mark.parametrize(("threshold", "separable"), [(TRUE_THRESHOLD, False), (TRUE_THRESHOLD, True), (0.32, False)])
+def test_fit_is_the_penalised_maximum_likelihood(threshold, separable):
     # At the optimum the gradient of the penalised log-loss vanishes. In standardised
     # scores x the model is sigmoid(a x + b) with a = temperature * std, b = a (mean - threshold) / std,
-    # and the penalty l2 a^2 / 2 pulls a (only a) towards 0.
-    scores, is_match = _sample(400, seed=4)
+    # and the penalty l2 a^2 / 2 pulls a (only a) towards 0. A threshold far from the mean
+    # score makes b large: a penalty (or a line search) that touched b would stop short of it.
+    rng = np.random.default_rng(4)
+    scores = rng.uniform(-0.1, 0.4, 400)
+    is_match = rng.random(scores.size) < 1 / (1 + np.exp(-(scores - threshold) * TRUE_TEMPERATURE))
     if separable:
-        is_match = scores > TRUE_THRESHOLD
+        is_match = scores > threshold
     l2 = 50.0
     cal = fit_calibration(scores, is_match, l2=l2)
     mean, std = scores.mean(), scores.std()
@@ -125,8 +131,10 @@ def test_fit_needs_two_distinct_finite_scores():
 
 def test_fit_warns_when_newton_has_not_converged():
     scores, is_match = _sample(500, seed=3)
-    with pytest.warns(RuntimeWarning, match="did not converge"):
+    with pytest.warns(RuntimeWarning, match="did not converge in 1 Newton steps") as record:
         fit_calibration(scores, is_match, max_iter=1)
+    # The warning names the caller's line, not the library's (or pytest's).
+    assert [w.filename for w in record] == [__file__]
 
 
 @pytest.mark.parametrize(
@@ -178,11 +186,18 @@ def test_ece_on_a_hand_computed_case():
 
 
 def test_reliability_puts_confidence_one_in_the_last_bin_and_rejects_out_of_range():
-    stats = reliability([1.0, 0.0], [True, False], bins=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # empty bins are NaN, without a 0/0 warning
+        stats = reliability([1.0, 0.0], [True, False], bins=4)
+    assert np.isnan(stats.bin_confidence[1:3]).all() and np.isnan(stats.bin_accuracy[1:3]).all()
     assert stats.bin_counts.tolist() == [1, 0, 0, 1]
     assert stats.ece == pytest.approx(0.0)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         reliability([1.2], [True])
+    with pytest.raises(ValueError, match="no confidences given"):
+        reliability([], [])
+    with pytest.raises(ValueError, match="bins must be >= 1, got 0"):
+        reliability([0.5], [True], bins=0)
 
 
 def test_softmax_rows_sum_to_one_and_follow_the_temperature():

@@ -203,6 +203,10 @@ def test_hand_written_merges_match_reference():
 def test_decode_round_trip(tokenizer):
     ids = tokenizer.tokenize(["A photo of the  RED circle"])[0]
     assert tokenizer.decode(ids) == "a photo of the red circle"
+    # One byte of a three-byte character is not UTF-8 on its own: it decodes as U+FFFD.
+    first_byte = tokenizer.encode("\u65e5")[:1]
+    assert first_byte == [list(bytes_to_unicode()).index(0xE6)]
+    assert tokenizer.decode(first_byte) == "\ufffd"
     with pytest.raises(ValueError, match="outside the vocabulary"):
         tokenizer.decode([tokenizer.vocab_size + 5])
 
@@ -223,6 +227,9 @@ def test_vocab_file_round_trip(tmp_path, merges, tokenizer):
         ClipTokenizer.from_file(path, vocab_size=514 + len(merges) + 1)
     write_bpe_vocab(merges, tmp_path / "again.txt.gz")
     assert (tmp_path / "again.txt.gz").read_bytes() == path.read_bytes()
+    assert path.read_bytes()[4:8] == bytes(4)  # the gzip header's time stamp is zero, not the clock
+    everything = ClipTokenizer.from_file(path)  # no vocab_size: every merge
+    assert everything.merges == merges and everything.vocab_size == tokenizer.vocab_size
 
 
 def test_bad_vocab_files(tmp_path):
@@ -250,13 +257,26 @@ def test_train_bpe_merges(merges):
     assert train_bpe_merges(["ab"], 50) == [("a", "b</w>")]  # the corpus runs out of pairs
     # Counts by hand: "ab" x3 -> (a, b</w>) 3; then "ac" and "bc" tie at 1, alphabetical order wins.
     assert train_bpe_merges(["ab ab ab ac bc"], 3) == [("a", "b</w>"), ("a", "c</w>"), ("b", "c</w>")]
-    with pytest.raises(ValueError, match="num_merges"):
+    with pytest.raises(ValueError, match="num_merges must be >= 0, got -1"):
         train_bpe_merges(CORPUS, -1)
+    assert train_bpe_merges(CORPUS, 0) == []
+    # "abc" x3: (a, b) and (b, c</w>) tie at 3, (a, b) wins; merging it removes (b, c</w>), which
+    # must not come back as a stale count: only (ab, c</w>) is left to merge.
+    assert train_bpe_merges(["abc abc abc"], 5) == [("a", "b"), ("ab", "c</w>")]
 
 
 def test_tokenize_rejects_non_strings(tokenizer):
-    with pytest.raises(TypeError, match=r"texts\[1\]"):
+    with pytest.raises(TypeError, match=r"texts\[1\] must be a str, got int"):
         tokenizer.tokenize(["ok", 3])
+    with pytest.raises(TypeError, match="text must be a str, got bytes"):
+        tokenizer.encode(b"ok")
+    with pytest.raises(ValueError, match="context_length must be at least 2, got 1"):
+        tokenizer.tokenize("ok", context_length=1)
+
+
+def test_tokenize_takes_one_text_as_a_batch_of_one(tokenizer):
+    assert torch.equal(tokenizer.tokenize("a red circle"), tokenizer.tokenize(["a red circle"]))
+    assert tokenizer.tokenize("a red circle").shape == (1, 77)
 
 
 # ---------------------------------------------------------------------------------------------

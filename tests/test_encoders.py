@@ -352,3 +352,23 @@ def test_fixed_size_processors_set_a_reduced_decoding_side(offline_hub, name):
     size = AutoImageProcessor.from_pretrained(checkpoint_path(name)).size
     side = max(v for v in (getattr(size, k, None) for k in ("height", "width", "shortest_edge")) if v)
     assert enc.decode_side == 2 * side
+
+
+def test_dinotxt_preprocessing_matches_a_pil_bicubic_reference():
+    """Short side resized (bicubic, antialiased) as PIL does it, centre crop, then ImageNet normalisation."""
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    rng = np.random.default_rng(0)
+    # Fine noise shrunk by 3: aliasing (no antialias) or another filter changes most pixels.
+    noise = Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    # A coarse mosaic enlarged by 4: bicubic and bilinear differ along every edge.
+    mosaic = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8))
+    for image, resize, crop in [(noise, 16, 12), (mosaic, 24, 20)]:
+        width, height = image.size
+        size = (resize * width // height, resize)  # landscape: the height is the short side
+        resized = np.asarray(image.resize(size, Image.BICUBIC), dtype=np.float64) / 255
+        top, left = round((size[1] - crop) / 2), round((size[0] - crop) / 2)
+        expected = ((resized[top : top + crop, left : left + crop] - mean) / std).transpose(2, 0, 1)
+        got = encoders._DinoTxtPreprocess(resize, crop, mean, std)([image])["pixel_values"]
+        assert got.shape == (1, 3, crop, crop) and got.dtype == torch.float32
+        # torchvision and PIL round differently: within two grey levels, not more.
+        np.testing.assert_allclose(got[0].numpy(), expected, atol=2 / 255 / min(std), rtol=0)

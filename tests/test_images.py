@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,21 @@ def test_every_mode_becomes_rgb(tmp_path: Path, mode, colour):
 def test_transparent_pixels_are_composited_on_white():
     pixel = to_rgb(Image.new("RGBA", (2, 2), (255, 0, 0, 0))).getpixel((0, 0))
     assert pixel == (255, 255, 255)
+    assert to_rgb(Image.new("LA", (2, 2), (40, 0))).getpixel((0, 0)) == (255, 255, 255)
+    # Half-transparent dark grey over white: 40 * 0.6 + 255 * 0.4 = 126.
+    assert to_rgb(Image.new("LA", (2, 2), (40, 153))).getpixel((0, 0)) == (126, 126, 126)
+    palette_alpha = Image.new("PA", (2, 2), (1, 0))
+    palette_alpha.putpalette([0, 0, 0, 200, 10, 10])
+    assert to_rgb(palette_alpha).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_a_colour_key_outside_palette_images_is_ignored_as_for_rgb(tmp_path: Path):
+    # PNG's tRNS colour key: only palette entries become see-through; a greyscale key is ignored,
+    # as it is for RGB images, so the grey stays grey.
+    Image.new("L", (2, 2), 77).save(tmp_path / "key.png", transparency=77)
+    with Image.open(tmp_path / "key.png") as stored:
+        assert stored.mode == "L" and stored.info["transparency"] == 77
+    assert load_image(tmp_path / "key.png").getpixel((0, 0)) == (77, 77, 77)
 
 
 def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path: Path):
@@ -48,6 +65,43 @@ def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path: Path):
     Image.fromarray(values).save(path)
     out = np.asarray(load_image(path))[..., 0]
     assert out[0, 0] == 0 and out[1, 1] == 255 and 100 < out[1, 0] < 140  # 30000/60000 of the range
+
+
+@pytest.mark.parametrize("mode, dtype", [("I;16", "<u2"), ("I;16L", "<u2"), ("I;16B", ">u2"), ("I;16N", "=u2")])
+def test_sixteen_bit_images_of_every_byte_order_are_stretched_to_eight_bits(mode, dtype):
+    values = np.array([[0, 1000], [30000, 60000]])
+    image = Image.frombytes(mode, (2, 2), values.astype(dtype).tobytes())
+    # 255 * v / 60000, rounded: 1000 -> 4.25 -> 4, 30000 -> 127.5 -> 128.
+    np.testing.assert_array_equal(np.asarray(to_rgb(image)), np.repeat([[[0], [4]], [[128], [255]]], 3, axis=2))
+
+
+def test_a_big_endian_sixteen_bit_tiff_loads_by_value(tmp_path: Path):
+    path = tmp_path / "deep.tif"
+    Image.frombytes("I;16B", (2, 1), np.array([[500, 2500]]).astype(">u2").tobytes()).save(path)
+    with Image.open(path) as stored:
+        assert stored.mode == "I;16B"
+    np.testing.assert_array_equal(np.asarray(load_image(path))[0, :, 0], [0, 255])
+
+
+def test_narrow_and_flat_greyscale_ranges_stretch_without_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no 0/0 on a flat image
+        flat = to_rgb(Image.frombytes("I;16", (3, 1), np.full(3, 700).astype("<u2").tobytes()))
+        two_levels = to_rgb(Image.frombytes("I;16", (2, 1), np.array([7, 8]).astype("<u2").tobytes()))
+        tiny = to_rgb(Image.fromarray(np.array([[0.0, 2.0**-43, 2.0**-42]], dtype=np.float32)))
+    assert np.asarray(flat).max() == 0
+    np.testing.assert_array_equal(np.asarray(two_levels)[0, :, 0], [0, 255])
+    np.testing.assert_array_equal(np.asarray(tiny)[0, :, 0], [0, 128, 255])
+
+
+@pytest.mark.parametrize("alpha, grey", [(255, 100), (0, 255)])
+def test_premultiplied_alpha_modes_are_composited_on_white(alpha, grey):
+    # La and RGBa store colour multiplied by alpha: opaque keeps the colour, clear shows white.
+    la = Image.new("LA", (2, 2), (100, alpha)).convert("La")
+    assert la.mode == "La"
+    assert to_rgb(la).getpixel((0, 0)) == (grey, grey, grey)
+    rgba = Image.new("RGBA", (2, 2), (100, 50, 0, alpha)).convert("RGBa")
+    assert to_rgb(rgba).getpixel((0, 0)) == ((100, 50, 0) if alpha else (255, 255, 255))
 
 
 def _corner_colours(image: Image.Image) -> dict[str, tuple[int, ...]]:
@@ -84,6 +138,34 @@ def test_exif_orientation_is_applied(tmp_path: Path, orientation, size, red_corn
     assert [name for name, rgb in corners.items() if rgb != (0, 0, 255)] == [red_corner]
 
 
+def _exif_with_a_field_past_the_end(orientation: int) -> bytes:
+    """EXIF (little-endian TIFF) with an orientation and a 100-byte description that is not there."""
+    entries = struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack("<HHII", 0x010E, 2, 100, 1000)
+    return b"Exif\x00\x00II*\x00" + struct.pack("<IH", 8, 2) + entries + struct.pack("<I", 0)
+
+
+def test_a_photo_with_damaged_exif_still_loads_upright(tmp_path: Path):
+    # Cameras write broken fields (PIL warns "Truncated File Read"): only a decompression bomb
+    # warning refuses an image, any other warning lets it through.
+    pixels = np.zeros((24, 48, 3), dtype=np.uint8)
+    pixels[..., 2] = 255
+    pixels[:12, :12] = (255, 0, 0)
+    path = tmp_path / "damaged.jpg"
+    Image.fromarray(pixels).save(path, exif=_exif_with_a_field_past_the_end(6), quality=95)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        image = load_image(path)
+    assert any("Truncated" in str(w.message) for w in caught)
+    assert image.size == (24, 48) and _corner_colours(image)["top-right"] == (255, 0, 0)
+
+
+def test_a_decompression_bomb_by_pils_own_limit_is_refused(tmp_path: Path, monkeypatch):
+    Image.new("L", (100, 100)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 4_000)  # 10,000 pixels: over PIL's warning limit, under twice
+    with pytest.raises(ImageLoadError, match="refused as a decompression bomb"):
+        load_image(tmp_path / "bomb.png", max_pixels=10**9)
+
+
 def _truncated_jpeg() -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
@@ -107,10 +189,13 @@ def test_bad_files_raise_with_the_file_and_the_reason(tmp_path: Path, name, cont
     with pytest.raises(ImageLoadError, match=reason) as info:
         load_image(path)
     assert info.value.path == str(path)
+    assert str(info.value) == f"{path}: {info.value.reason}" and info.value.reason.startswith(
+        {"empty.jpg": "empty file", "text.jpg": "not an image", "half.jpg": "cannot decode: truncated image data",
+         "junk.png": "not an image"}[name])
 
 
 def test_missing_file_and_decompression_bomb(tmp_path: Path):
-    with pytest.raises(ImageLoadError, match="cannot read file"):
+    with pytest.raises(ImageLoadError, match=r"nope.png: cannot read file \(No such file or directory\)$"):
         load_image(tmp_path / "nope.png")
     Image.new("L", (300, 300)).save(tmp_path / "big.png")
     with pytest.raises(ImageLoadError, match="too large"):
@@ -207,10 +292,52 @@ def test_reduced_decoding_keeps_the_exif_orientation(tmp_path: Path, suffix):
     assert load_image(path).size == (400, 800)
 
 
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_an_image_twice_the_needed_side_is_decoded_at_half_size(tmp_path: Path, suffix):
+    path = tmp_path / f"double{suffix}"
+    Image.fromarray(_gradient(300, 200)).save(path)
+    assert load_image(path, min_side=100).size == (150, 100)
+    assert load_image(path, min_side=101).size == (300, 200)  # a factor under 2: decoded in full
+
+
 def test_small_images_decode_exactly_as_before(tmp_path: Path):
     path = tmp_path / "small.png"
     Image.fromarray(_gradient(200, 150)).save(path)
     assert np.array_equal(np.asarray(load_image(path, min_side=128)), np.asarray(load_image(path)))
+
+
+def test_jpeg_shrinks_in_the_decoder_by_a_power_of_two_other_formats_by_the_whole_factor(tmp_path: Path):
+    # 1001x800 with min_side 200: a factor of 4. JPEG's decoder scales by 1/2, 1/4 or 1/8 and
+    # keeps both sides at least ceil(side / 4) = (251, 200), so it stops at 1/2; PNG is box-reduced by 4.
+    pixels = _gradient(1001, 800)
+    Image.fromarray(pixels).save(tmp_path / "photo.jpg", quality=95)
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+    assert load_image(tmp_path / "photo.jpg", min_side=200).size == (501, 400)
+    assert load_image(tmp_path / "photo.png", min_side=200).size == (251, 200)
+    Image.fromarray(pixels.transpose(1, 0, 2)).save(tmp_path / "portrait.jpg", quality=95)
+    assert load_image(tmp_path / "portrait.jpg", min_side=200).size == (400, 501)
+
+
+def test_the_pixel_cap_message_names_the_file_and_both_sizes(tmp_path: Path):
+    Image.new("1", (1500, 1000)).save(tmp_path / "a.png")
+    with pytest.raises(ImageLoadError, match=r"too large \(1500x1000 = 2 MP > 1 MP\)$") as info:
+        load_image(tmp_path / "a.png", max_pixels=1_000_000)
+    assert info.value.path == str(tmp_path / "a.png")
+    Image.new("1", (2000, 1000)).save(tmp_path / "b.png")
+    with pytest.raises(ImageLoadError, match=r"too large \(2000x1000 = 2 MP > 2 MP\)$"):  # 1.5 MP rounds to 2
+        load_image(tmp_path / "b.png", max_pixels=1_500_000)
+
+
+def test_an_error_without_a_message_is_named_by_its_type(tmp_path: Path, monkeypatch):
+    import vslib.images
+
+    def fail(image, min_side):
+        raise EOFError()
+
+    Image.new("RGB", (4, 4)).save(tmp_path / "x.png")
+    monkeypatch.setattr(vslib.images, "_decode", fail)
+    with pytest.raises(ImageLoadError, match=r"x.png: cannot decode: EOFError$"):
+        load_image(tmp_path / "x.png")
 
 
 def test_the_pixel_cap_applies_before_any_decoding(tmp_path: Path):

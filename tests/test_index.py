@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import stat
 import zlib
 from pathlib import Path
 
@@ -479,4 +480,149 @@ def test_add_vectors_passes_threads_to_usearch(monkeypatch):
     monkeypatch.setattr(index._index, "add", lambda *args, **kwargs: seen.append(kwargs.get("threads")) or real_add(*args, **kwargs))
     index.add_vectors(unit_rows(np.ones((2, 8))), threads=1)
     index.add_vectors(unit_rows(np.ones((2, 8))))
-    assert seen == [1, 0] and len(index) == 4
+    index.add(["a.png"], unit_rows(np.ones((1, 8))))  # files use every core too
+    assert seen == [1, 0, 0] and len(index) == 5
+
+
+# -- what a save and a load promise, step by step ---------------------------------------------------
+
+
+def test_a_save_passes_every_save_point_in_order_and_syncs_the_folder(tmp_path, monkeypatch):
+    seen, synced_folders = [], []
+    monkeypatch.setattr(index_module, "SAVE_HOOK", seen.append)
+    real_fsync = os.fsync
+
+    def fsync(descriptor):
+        if stat.S_ISDIR(os.fstat(descriptor).st_mode):
+            synced_folders.append(descriptor)
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(index_module.os, "fsync", fsync)
+    index = ImageIndex(4, "m", dtype="f32")
+    index.add_vectors(np.eye(4))
+    index.save(tmp_path / "x.index")
+    assert seen == list(index_module.SAVE_POINTS)
+    assert len(synced_folders) == 1  # the renames are made durable (POSIX)
+
+
+def test_an_empty_index_has_no_vectors_and_refuses_recall():
+    index = ImageIndex(4, "m")
+    assert index.vectors().shape == (0, 4) and index.vectors().dtype == np.float32
+    with pytest.raises(ValueError, match="^recall needs at least one query and one indexed vector$"):
+        index.recall_at_k(np.eye(4))
+
+
+def test_errors_name_what_was_wrong_vectors_or_queries():
+    index = ImageIndex(4, "m")
+    with pytest.raises(ValueError, match="^vectors contain NaN or infinite values$"):
+        index.add(["a.png"], np.array([[np.inf, 0, 0, 0]]))
+    with pytest.raises(ValueError, match="^vectors contain a zero vector"):
+        index.add_vectors(np.zeros((1, 4)))
+    index.add_vectors(np.eye(4))
+    with pytest.raises(ValueError, match="^queries contain a zero vector"):
+        index.recall_at_k(np.zeros((1, 4)))
+    with pytest.raises(ValueError, match="^query contain NaN"):
+        index.search(np.array([np.nan, 0, 0, 0]))
+
+
+def test_half_precision_input_is_normalised_in_float32():
+    rng = np.random.default_rng(8)
+    halves = (rng.normal(size=(20, 16)) * 3).astype(np.float16)
+    index = ImageIndex(16, "m", dtype="f32")
+    index.add_vectors(halves)
+    # Normalising in float16 would leave errors near 1e-3; float32 is exact to about 1e-7.
+    np.testing.assert_allclose(index.vectors(), unit_rows(halves.astype(np.float32)), atol=1e-6)
+
+
+def test_a_pair_exactly_at_the_threshold_is_a_near_duplicate():
+    index = ImageIndex(8, "m", dtype="f32")
+    a = unit_rows(np.random.default_rng(9).normal(size=(1, 8)))[0]
+    b = unit_rows((a + 0.15 * np.eye(8)[0])[None, :])[0]
+    index.add_vectors(np.stack([a, b, -a]), paths=["a", "b", "far"])
+    [(first, second, score)] = index.near_duplicates(threshold=0.5)
+    assert (first, second) == ("a", "b") and 0.5 < score < 1.0
+    assert index.near_duplicates(threshold=score) == [("a", "b", score)]  # >= threshold, not >
+
+
+def test_recall_measures_the_graph_against_exact_search():
+    rng = np.random.default_rng(0)
+    vectors = unit_rows(rng.normal(size=(3000, 16)))
+    poor = ImageIndex(16, "m", dtype="f32", connectivity=2, expansion_add=2, expansion_search=1)
+    poor.add_vectors(vectors, threads=1)
+    assert poor.recall_at_k(unit_rows(rng.normal(size=(50, 16))), k=10) < 0.9
+
+
+def test_a_view_maps_the_file_instead_of_reading_it(tmp_path):
+    index = ImageIndex(64, "m", dtype="f32")
+    index.add_vectors(unit_rows(np.random.default_rng(10).normal(size=(2000, 64))), threads=1)
+    index.save(tmp_path / "v.index")
+    loaded, view = ImageIndex.load(tmp_path / "v.index"), ImageIndex.load(tmp_path / "v.index", view=True)
+    # A loaded index holds its 2000 x 64 float32 vectors (512 KB) in memory; a view does not.
+    assert loaded._index.memory_usage > 2000 * 64 * 4 > 10 * view._index.memory_usage
+
+
+def test_a_damaged_or_missing_vectors_file_is_a_clear_error_naming_the_folder(tmp_path):
+    folder = tmp_path / "d.index"
+    index = ImageIndex(4, "m", dtype="f32")
+    index.add_vectors(np.eye(4))
+    index.save(folder)
+    vectors_file = next(folder.glob("vectors-*.usearch"))
+    size = vectors_file.stat().st_size
+    vectors_file.write_bytes(vectors_file.read_bytes()[:-10])
+    with pytest.raises(index_module.IndexFormatError, match=rf"{vectors_file.name} has {size - 10} bytes, its index.json says {size}$"):
+        ImageIndex.load(folder)
+    vectors_file.unlink()
+    with pytest.raises(index_module.IndexFormatError, match="the vectors file its index.json names is missing"):
+        ImageIndex.load(folder)
+    (folder / index_module.MANIFEST).write_text("{")
+    with pytest.raises(index_module.IndexFormatError, match=rf"^{folder} is damaged: index.json is not valid JSON"):
+        ImageIndex.load(folder)
+
+
+def test_save_refuses_a_file_in_the_way_with_a_message(tmp_path):
+    (tmp_path / "file.index").write_text("x")
+    with pytest.raises(FileExistsError, match="is a file; an index is saved as a folder"):
+        ImageIndex(4, "m").save(tmp_path / "file.index")
+
+
+def test_an_encoder_with_another_fingerprint_is_refused_and_the_first_is_kept(photos):
+    encoder = FakeEncoder()
+    encoder.fingerprint = "fake-colour@sha256:" + "a" * 64
+    index = built(photos, encoder)
+    assert index.model_fingerprint == encoder.fingerprint
+    retrained = FakeEncoder()
+    retrained.fingerprint = "fake-colour@sha256:" + "b" * 64
+    with pytest.raises(ValueError, match="fingerprint is fake-colour@sha256:a+, but the loaded 'fake-colour' is "
+                                         "fake-colour@sha256:b+: other weights"):
+        index.update_folder(photos, retrained)
+
+
+def test_rehash_finds_changed_bytes_behind_the_same_size_and_mtime(photos, encoder):
+    index = built(photos, encoder)
+    red = photos / "red.png"
+    before = red.stat()
+    make_image(red, (231, 20, 20))  # other bytes, and (PNG of a flat colour) the same size
+    os.utime(red, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert red.stat().st_size == before.st_size
+    assert index.update_folder(photos, encoder).updated == []  # size and mtime say unchanged
+    report = index.update_folder(photos, encoder, rehash=True)
+    assert report.updated == ["red.png"] and sorted(report.unchanged) == ["green.jpg", "nested/blue.png"]
+
+
+def test_a_file_that_cannot_be_read_while_updating_is_skipped_and_the_rest_goes_on(photos, encoder, monkeypatch):
+    index = built(photos, encoder)
+    for path in ("green.jpg", "red.png"):
+        make_image(photos / path, YELLOW if path == "red.png" else PURPLE)
+    real_sha256 = index_module.file_sha256
+
+    def sha256(path):
+        if Path(path).name == "green.jpg":
+            raise PermissionError(13, "Permission denied")
+        return real_sha256(path)
+
+    monkeypatch.setattr(index_module, "file_sha256", sha256)
+    report = index.update_folder(photos, encoder)
+    assert report.skipped == [("green.jpg", "cannot read file (Permission denied)")]
+    assert report.removed == ["green.jpg"] and "green.jpg" not in index
+    assert report.updated == ["red.png"]  # the file after it was still looked at
+    assert report.unchanged == ["nested/blue.png"]

@@ -136,19 +136,33 @@ def test_quotes_keep_commas_inside_a_term():
     assert [(t.weight, t.text) for t in terms] == [(2.0, "red, white and blue"), (1.0, "flags")]
 
 
-@pytest.mark.parametrize("query", ["", " , ,", "+0 dog", "+2", "-", 'unbalanced "quote'])
-def test_malformed_queries_are_refused(query):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("", "^the query is empty$"),
+        (" , ,", "^the query is empty$"),
+        ("+0 dog", "finite, non-zero weight, got 0.0"),
+        ("+2", "'\\+2' has a weight but nothing to search for"),
+        ("-", "'-' has a weight but nothing to search for"),
+        ('unbalanced "quote', "unbalanced double quote"),
+        ('dog, ""', "'\"\"' has empty quotes"),
+        ('-2 "  "', "has empty quotes"),
+    ],
+)
+def test_malformed_queries_are_refused(query, message):
+    with pytest.raises(ValueError, match=message):
         parse_query(query)
 
 
 def test_a_term_is_a_text_or_an_image():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^a query term is either a text or an image, not both or neither$"):
         QueryTerm(1.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="either a text or an image"):
         QueryTerm(1.0, text="dog", image=Path("dog.png"))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="finite, non-zero weight, got nan"):
         QueryTerm(float("nan"), text="dog")
+    # Quoted text keeps what is inside the quotes, even a single character.
+    assert parse_query('"a"')[0].text == "a"
 
 
 # -- query vectors -------------------------------------------------------------------------------
@@ -178,11 +192,11 @@ def test_query_vector_takes_a_string_one_term_or_a_list(encoder, photos):
 
 
 def test_queries_without_a_positive_direction_are_refused(encoder):
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="^a query needs at least one term with a positive weight; negative terms"):
         query_vector(encoder, "-red, -0.5 blue")
-    with pytest.raises(ValueError, match="cancel"):
+    with pytest.raises(ValueError, match="^the query terms cancel each other out"):
         query_vector(encoder, "red, -red")
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ValueError, match="^the query is empty$"):
         query_vector(encoder, [])
 
 
@@ -224,8 +238,9 @@ def test_exact_search_reaches_past_a_poor_graph(encoder):
     truth = np.argsort(-(vectors @ query), kind="stable")[:10].tolist()
     assert [hit.key for hit in search(index, encoder, "red, -0.3 blue", k=10, exact=True)] == truth
     assert [hit.key for hit in search(index, encoder, query, k=10)] != truth
+    assert len(search(index, encoder, query)) == 10  # the default k
 
 
 def test_search_refuses_an_encoder_of_another_model(index):
-    with pytest.raises(ValueError, match="fake-colour.*fake-other"):
+    with pytest.raises(ValueError, match="'fake-colour' but the query encoder is 'fake-other'; query with the model the"):
         search(index, ColourEncoder("fake-other"), "red")

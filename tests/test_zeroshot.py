@@ -32,6 +32,7 @@ class HashTextEncoder(Encoder):
 
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
+        self.batches: list[int] = []
 
     def raw(self, text: str) -> np.ndarray:
         rng = np.random.default_rng(zlib.crc32(text.encode()))
@@ -44,6 +45,7 @@ class HashTextEncoder(Encoder):
         return inputs["pixels"] + 1.0
 
     def _embed_texts(self, texts):
+        self.batches.append(len(texts))
         return torch.tensor(np.stack([self.raw(t) for t in texts]), dtype=torch.float32)
 
     def encode_texts(self, texts, batch_size=64, progress=None):
@@ -88,6 +90,35 @@ def test_class_embeddings_average_normalised_prompts_in_one_call():
     assert not np.allclose(emb[0], raw_mean / np.linalg.norm(raw_mean), atol=1e-3)
 
 
+def test_class_embeddings_default_to_the_80_clip_templates_in_batches_of_64(capsys):
+    from vslib.templates import IMAGENET_TEMPLATES
+
+    enc = HashTextEncoder()
+    emb = class_embeddings(enc, ["cat"])
+    assert len(IMAGENET_TEMPLATES) == 80 and enc.calls == [fill(IMAGENET_TEMPLATES, "cat")]
+    assert enc.batches == [64, 16]
+    np.testing.assert_allclose(emb, class_embeddings(HashTextEncoder(), ["cat"], IMAGENET_TEMPLATES), atol=0)
+    enc = HashTextEncoder()
+    class_embeddings(enc, ["cat"], batch_size=30, progress=True)
+    assert enc.batches == [30, 30, 20]
+    assert "encoding (hash-text)" in capsys.readouterr().err  # the bar that was asked for
+    from vslib.zeroshot import template_embeddings
+
+    enc = HashTextEncoder()
+    template_embeddings(enc, ["cat"])
+    assert enc.batches == [64, 16]
+
+
+def test_the_ensemble_is_computed_in_float64_whatever_the_input_type():
+    from vslib.templates import IMAGENET_TEMPLATES
+    from vslib.zeroshot import ensemble_embeddings, template_embeddings
+
+    per = template_embeddings(HashTextEncoder(), ["cat", "dog"], IMAGENET_TEMPLATES)
+    assert per.dtype == np.float32
+    # 80 float32 vectors summed in float32 would round differently in the last bits.
+    np.testing.assert_array_equal(ensemble_embeddings(per), ensemble_embeddings(per.astype(np.float64)))
+
+
 def test_class_embeddings_rejects_empty_inputs():
     with pytest.raises(ValueError, match="class names"):
         class_embeddings(HashTextEncoder(), [], ["{}"])
@@ -129,6 +160,10 @@ LABELS = np.array([0, 1, 2, 5, 0])
 @pytest.mark.parametrize(("k", "expected"), [(1, 2 / 5), (2, 3 / 5), (5, 4 / 5), (6, 1.0), (10, 1.0)])
 def test_topk_accuracy_on_a_hand_built_matrix(k, expected):
     assert topk_accuracy(SCORES, LABELS, k) == pytest.approx(expected)
+
+
+def test_topk_accuracy_is_top1_by_default():
+    assert topk_accuracy(SCORES, LABELS) == pytest.approx(2 / 5)
 
 
 def test_topk_accuracy_breaks_ties_like_argmax():
@@ -185,8 +220,11 @@ def test_retrieval_recall_at_k_with_sets_and_a_boolean_matrix():
 
 
 def test_retrieval_recall_refuses_queries_without_positives_and_ambiguous_positives():
-    with pytest.raises(ValueError, match="no positive"):
+    with pytest.raises(ValueError, match=r"^queries \[1\] have no positive in the gallery$"):
         retrieval_recall_at_k(np.eye(2), np.eye(2), [{0}, set()], 1)
+    # Many empty queries: the first five are named.
+    with pytest.raises(ValueError, match=r"^queries \[0, 1, 2, 3, 4\] have no positive"):
+        retrieval_recall_at_k(np.eye(7), np.eye(7), [set()] * 6 + [{6}], 1)
     # Lists of indices could be read as 0/1 flags; only sets or a boolean matrix are accepted.
     with pytest.raises(ValueError, match="boolean matrix"):
         retrieval_recall_at_k(np.eye(2), np.eye(2), [[0], [1]], 1)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 #: File name endings treated as images when walking a folder (lower case).
@@ -57,18 +58,18 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        if image.mode == "La":
+            image = image.convert("LA")  # PIL converts premultiplied La to LA only
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # 16/32-bit integer greyscale: scale the real range to 0..255.
-        lo, hi = image.getextrema()
-        scale = 255.0 / max(1, hi - lo)
-        return image.point(lambda v: (v - lo) * scale).convert("L").convert("RGB")
-    if image.mode == "F":
-        lo, hi = image.getextrema()
-        scale = 255.0 / max(1e-12, hi - lo)
-        return image.point(lambda v: (v - lo) * scale).convert("L").convert("RGB")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # 16/32-bit integer or float greyscale: stretch the real range to 0..255. Read through
+        # NumPy: PIL's getextrema and convert fail or clip on the byte-ordered I;16 modes.
+        values = np.asarray(image, dtype=np.float64)
+        lo, hi = values.min(), values.max()
+        grey = np.rint((values - lo) * (255.0 / (hi - lo))) if hi > lo else np.zeros_like(values)
+        return Image.fromarray(grey.astype(np.uint8)).convert("RGB")
     return image.convert("RGB")
 
 

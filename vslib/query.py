@@ -84,7 +84,7 @@ def parse_query(query: str, base_dir: str | os.PathLike | None = None) -> list[Q
     word never turns into an image by accident.
 
     Raises:
-        ValueError: If the query is empty, has a zero weight or an unbalanced quote.
+        ValueError: If the query is empty, has a zero weight, empty quotes or an unbalanced quote.
         FileNotFoundError: If an ``img:`` term names a file that does not exist.
 
     Introduced in chapter 5.
@@ -101,6 +101,8 @@ def parse_query(query: str, base_dir: str | os.PathLike | None = None) -> list[Q
         if not body:
             raise ValueError(f"query term {raw!r} has a weight but nothing to search for")
         if len(body) >= 2 and body[0] == body[-1] == '"':
+            if not body[1:-1].strip():
+                raise ValueError(f"query term {raw!r} has empty quotes: put the text to search for between them")
             terms.append(QueryTerm(weight, text=body[1:-1]))
             continue
         if body.startswith(_IMAGE_PREFIX):
