@@ -17,9 +17,11 @@ Methods, all with k = 10 and cosine similarity (inner product of unit vectors):
   (32 to 512) on the batch of queries.
 - ``usearch-exact-<dtype>``: ``ImageIndex.search(..., exact=True)``, brute force over the same
   stored vectors; timed on the first 200 queries (batch) and 50 (one by one), as it is slow.
-- ``faiss-flat`` and ``faiss-hnsw`` (``IndexFlatIP``; ``IndexHNSWFlat`` with M 32,
-  efConstruction 128, efSearch 512 and the same sweep), when ``faiss-cpu`` is installed
-  (``pip install -e .[bench]``); otherwise they are reported as unavailable.
+- ``faiss-flat``, ``faiss-hnsw`` and ``faiss-hnsw-sq16`` (``IndexFlatIP``; ``IndexHNSWFlat`` with
+  M 32, efConstruction 128, efSearch 512 and the same sweep; ``IndexHNSWSQ`` with
+  ``ScalarQuantizer.QT_fp16``, FAISS's HNSW over fp16 vectors, the counterpart of usearch-f16,
+  with the same settings), when ``faiss-cpu`` is installed (``pip install -e .[bench]``);
+  otherwise they are skipped with the reason, and the rest is measured.
 
 For each: build time, queries/s for the batch of queries and for single queries one by one
 (1,000 for graphs, 50 for exact methods), recall@10 against the exact top 10, and bytes per
@@ -28,7 +30,8 @@ vector of the saved file (for vslib, the USearch file; its metadata file is repo
 Building a 200k x 768 HNSW graph with these settings takes minutes on 2 cores, so the script
 keeps to a time budget (``--budget-min``, 0 for none): NumPy and usearch-f16 always run, then
 faiss-flat, usearch-i8, faiss-hnsw and usearch-f32 in that order, each only if its estimated
-time (scaled from usearch-f16's) still fits; what is left out is recorded with the reason.
+time (scaled from usearch-f16's) still fits, then faiss-hnsw-sq16; what is left out is
+recorded with the reason.
 On a 2-core machine the full set takes two runs of under 15 minutes each:
 
     python benchmarks/index_speed.py                                          # numpy, f16, faiss-flat, i8
@@ -36,11 +39,16 @@ On a 2-core machine the full set takes two runs of under 15 minutes each:
 
 ``--methods`` runs exactly the named methods (NumPy always runs, as the ground truth);
 ``--merge`` keeps the other methods' rows from the existing result file when it was made from
-the same data, and lists every run that contributed under ``runs``.
+the same data, and lists every run that contributed under ``runs``. ``--name`` writes a result
+of its own instead; the fp16 comparison of USearch and FAISS in the book's appendix is
+
+    python benchmarks/index_speed.py --vectors 50000 --queries 500 --name index_fp16 \
+        --methods usearch-f16,faiss-hnsw,faiss-hnsw-sq16
 
 Target: usearch-f16 with recall@10 >= 0.99 at >= 10x the queries/s of numpy-exact.
 
-Writes ``benchmarks/results/index_speed.json`` and ``index_speed.png``.
+Writes ``benchmarks/results/index_speed.json`` and ``index_speed.png`` (``<name>.json`` and
+``<name>.png`` with ``--name``).
 """
 
 from __future__ import annotations
@@ -224,16 +232,40 @@ def bench_faiss_flat(data, queries, truth, n_single_exact: int, tmp: Path) -> tu
     return rows, []
 
 
-def bench_faiss_hnsw(data, queries, truth, n_single: int, tmp: Path,
-                     sweep: tuple[int, ...]) -> tuple[list[dict], list[dict]]:
+#: FAISS HNSW variants: method name -> (stored dtype, index class name).
+FAISS_HNSW = {"faiss-hnsw": ("f32", "IndexHNSWFlat"), "faiss-hnsw-sq16": ("f16", "IndexHNSWSQ")}
+
+
+def faiss_hnsw_index(method: str, dim: int = DIM):
+    """An empty FAISS HNSW index with vslib's graph settings, inner product (cosine on unit vectors).
+
+    ``faiss-hnsw`` stores float32 vectors (``IndexHNSWFlat``); ``faiss-hnsw-sq16`` stores them as
+    fp16 through the scalar quantiser (``IndexHNSWSQ`` with ``QT_fp16``), as usearch-f16 does.
+    """
+    import faiss
+
+    if method == "faiss-hnsw":
+        index = faiss.IndexHNSWFlat(dim, DEFAULT_CONNECTIVITY, faiss.METRIC_INNER_PRODUCT)
+    elif method == "faiss-hnsw-sq16":
+        index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_fp16, DEFAULT_CONNECTIVITY,
+                                  faiss.METRIC_INNER_PRODUCT)
+    else:
+        raise ValueError(f"unknown FAISS HNSW method {method!r}; choose from {', '.join(FAISS_HNSW)}")
+    index.hnsw.efConstruction = DEFAULT_EXPANSION_ADD
+    return index
+
+
+def bench_faiss_hnsw(data, queries, truth, n_single: int, tmp: Path, sweep: tuple[int, ...],
+                     method: str = "faiss-hnsw") -> tuple[list[dict], list[dict]]:
     """HNSW with vslib's graph settings (M = connectivity; level 0 keeps 2M links in both libraries)."""
     import faiss
 
     rows, sweep_rows = [], []
-    hnsw = faiss.IndexHNSWFlat(DIM, DEFAULT_CONNECTIVITY, faiss.METRIC_INNER_PRODUCT)
-    hnsw.hnsw.efConstruction = DEFAULT_EXPANSION_ADD
+    hnsw = faiss_hnsw_index(method, data.shape[1])
     load = load_average()
     with Stopwatch() as build:
+        if not hnsw.is_trained:  # fp16 needs no training; other quantisers would
+            hnsw.train(data)
         hnsw.add(data)
     for ef in sweep:
         hnsw.hnsw.efSearch = ef
@@ -241,7 +273,7 @@ def bench_faiss_hnsw(data, queries, truth, n_single: int, tmp: Path,
         with Stopwatch() as watch:
             _, ids = hnsw.search(queries, K)
         single_s, _ = time_single(lambda q: hnsw.search(q[None], K), queries[:n_single])
-        sweep_rows.append({"method": "faiss-hnsw", "expansion_search": ef,
+        sweep_rows.append({"method": method, "expansion_search": ef,
                            "batch_qps": qps(len(queries), watch.seconds), "single_qps": qps(n_single, single_s),
                            "recall_at_10": round(recall_at_k(ids, truth, K), 4)})
         if ef == DEFAULT_EXPANSION_SEARCH:  # the headline row reuses this setting's timings
@@ -249,14 +281,16 @@ def bench_faiss_hnsw(data, queries, truth, n_single: int, tmp: Path,
     hnsw.hnsw.efSearch = DEFAULT_EXPANSION_SEARCH
     faiss.write_index(hnsw, str(tmp / "hnsw.faiss"))
     size = (tmp / "hnsw.faiss").stat().st_size
+    dtype, kind = FAISS_HNSW[method]
     rows.append({
-        "method": "faiss-hnsw", "library": "faiss", "kind": "hnsw", "dtype": "f32",
+        "method": method, "library": "faiss", "kind": "hnsw", "dtype": dtype,
         "build_s": round(build.seconds, 2), "batch_qps": qps(len(queries), default_s),
         "batch_s": round(default_s, 3), "batch_queries": len(queries), "single_qps": qps(n_single, default_single_s),
         "single_queries": n_single, "recall_at_10": round(recall_at_k(default_ids, truth, K), 4), "file_bytes": size,
         "bytes_per_vector": round(size / len(data), 1), "load_average_before": load,
-        "params": {"index": "IndexHNSWFlat", "M": DEFAULT_CONNECTIVITY, "efConstruction": DEFAULT_EXPANSION_ADD,
-                   "efSearch": DEFAULT_EXPANSION_SEARCH},
+        "params": {"index": kind, "M": DEFAULT_CONNECTIVITY, "efConstruction": DEFAULT_EXPANSION_ADD,
+                   "efSearch": DEFAULT_EXPANSION_SEARCH,
+                   **({"quantizer": "QT_fp16"} if kind == "IndexHNSWSQ" else {})},
     })
     del hnsw
     (tmp / "hnsw.faiss").unlink()
@@ -324,9 +358,13 @@ def save_figure(rows: list[dict], sweep_rows: list[dict], path: Path) -> None:
 # -- main ----------------------------------------------------------------------------------------
 
 
+#: faiss-hnsw-sq16's build and search time relative to usearch-f16's: 0.4 and 2.5 in two runs of
+#: the fp16 comparison (50,000 vectors) on a loaded 2-core machine, so a middle value.
+FAISS_SQ16_COST = 1.0
 #: Methods after the first two, in the order they run, with their cost relative to usearch-f16
 #: (build and search, measured on this kind of data): what is left out first when time runs short.
-OPTIONAL = (("faiss-flat", 0.05), ("usearch-i8", 0.8), ("faiss-hnsw", 0.5), ("usearch-f32", 1.1))
+OPTIONAL = (("faiss-flat", 0.05), ("usearch-i8", 0.8), ("faiss-hnsw", 0.5), ("usearch-f32", 1.1),
+            ("faiss-hnsw-sq16", FAISS_SQ16_COST))
 METHODS = ("numpy-exact", "usearch-f16", *(name for name, _ in OPTIONAL))
 #: Settings that must agree for rows of two runs to sit in one table.
 SAME_DATA = ("vectors", "dim", "queries", "k", "clusters", "seed")
@@ -397,6 +435,9 @@ def main() -> None:
                              "NumPy always runs as the ground truth")
     parser.add_argument("--merge", action="store_true",
                         help="keep the other methods' rows from the existing result file (same data only)")
+    parser.add_argument("--name", default=NAME,
+                        help=f"result file name without extension (default {NAME}); a separate comparison, "
+                             "such as the fp16 one, gets a name of its own")
     parser.add_argument("--out-dir", type=Path, default=None,
                         help=f"where results go (default: {RESULTS_DIR}, or a temporary folder with --quick)")
     args = parser.parse_args()
@@ -440,7 +481,9 @@ def main() -> None:
             if requested is not None and method not in requested:
                 continue
             if method.startswith("faiss") and not status["available"]:
-                skipped.append({"method": method, "reason": f"FAISS unavailable ({status['reason']})"})
+                reason = f"FAISS unavailable ({status['reason']}); pip install -e '.[bench]' to measure it"
+                skipped.append({"method": method, "reason": reason})
+                print(f"  {method} skipped: {reason}", flush=True)
                 continue
             estimate = relative_cost * f16_seconds if f16_seconds else 0.0  # named methods: no budget
             left = budget - (time.perf_counter() - started)
@@ -452,8 +495,8 @@ def main() -> None:
                 continue
             if method == "faiss-flat":
                 more, sweeps = bench_faiss_flat(data, queries, truth, n_single_exact, tmp)
-            elif method == "faiss-hnsw":
-                more, sweeps = bench_faiss_hnsw(data, queries, truth, n_single, tmp, SWEEP)
+            elif method in FAISS_HNSW:
+                more, sweeps = bench_faiss_hnsw(data, queries, truth, n_single, tmp, SWEEP, method)
             else:
                 more, sweeps = bench_usearch(method.split("-")[1], data, queries, truth, n_single, n_single_exact,
                                              n_batch_exact, tmp, SWEEP)
@@ -498,7 +541,7 @@ def main() -> None:
     }
     result["runs"] = [_run_record(result | {"created_utc": utc_now(), "command": command_line()})]
     if args.merge:
-        result = merge_previous(result, out_dir / f"{NAME}.json")
+        result = merge_previous(result, out_dir / f"{args.name}.json")
     rows, sweep_rows = result["methods"], result["sweep"]
     if {TARGET_METHOD, "numpy-exact"} <= {r["method"] for r in rows}:
         target = targets(rows, sweep_rows)
@@ -510,9 +553,9 @@ def main() -> None:
         target = None
         print(f"\ntarget not checked: {TARGET_METHOD} and numpy-exact are not both in the results")
     result["target"] = target
-    path = write_result(NAME, result, out_dir)
-    save_figure(rows, sweep_rows, out_dir / f"{NAME}.png")
-    print(f"wrote {path} and {NAME}.png in {wall:.0f} s")
+    path = write_result(args.name, result, out_dir)
+    save_figure(rows, sweep_rows, out_dir / f"{args.name}.png")
+    print(f"wrote {path} and {args.name}.png in {wall:.0f} s")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 import vslib
-from vslib import copy_detection, lexicon, probes, synth
+from vslib import copy_detection, lexicon, probes, synth, zeroshot
 from vslib.templates import IMAGENET_TEMPLATES
 from vslib.zoo import checkpoint_path, common, model_cards
 
@@ -101,11 +101,9 @@ def multilingual(encoder, img: np.ndarray, labels: np.ndarray) -> dict[str, floa
     """Zero-shot top-1 with each language's class prompts (``vslib.lexicon``), English included."""
     out = {}
     for lang in lexicon.LANGUAGES:
-        rows = []
-        for name in synth.CLASSES:
-            m = encoder.encode_texts(lexicon.class_prompts(lang, name), progress=False).mean(0)
-            rows.append(m / np.linalg.norm(m))
-        out[f"zero_shot_top1_{lang}"] = _topk(img @ np.stack(rows).T, labels, 1)
+        prompts = np.stack([encoder.encode_texts(lexicon.class_prompts(lang, name), progress=False)
+                            for name in synth.CLASSES])
+        out[f"zero_shot_top1_{lang}"] = _topk(img @ zeroshot.ensemble_embeddings(prompts).T, labels, 1)
     return out
 
 
@@ -128,7 +126,7 @@ def patch_map_peaks(encoder, size: int, n: int = 200) -> dict[str, float]:
         sim = probes.patch_similarity_map(encoder, s.image, f"a {dom.color} {dom.shape}")
         x0, y0, x1, y1 = dom.box
         inside = [x0 <= (a + c) / 2 < x1 and y0 <= (b + d) / 2 < y1
-                  for a, b, c, d in probes.cell_boxes(sim.shape, s.image.size)]
+                  for a, b, c, d in probes.patch_boxes(encoder, sim.shape, s.image.size)]
         hits.append(inside[int(np.argmax(sim))])
         chance.append(np.mean(inside))
     return {"patch_peak_on_dominant": float(np.mean(hits)), "patch_peak_chance": float(np.mean(chance))}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -131,3 +132,46 @@ def test_scale_out_cost_model_takes_the_slower_of_gpu_and_decoding(bench):
                                          indexes, gpu_rate=100.0, workers=[1], cpus_per_worker=4)
     assert fast_decoding["rows"][0]["bound_by"] == "GPU"
     assert fast_decoding["rows"][0]["embed_hours"] == pytest.approx(1e8 / 100 / 3600, rel=1e-3)
+
+
+def test_faiss_hnsw_sq16_stores_fp16_vectors_and_finds_the_neighbours(bench, tmp_path: Path):
+    pytest.importorskip("faiss", reason="faiss-cpu comes with the bench extra")
+    speed = bench("index_speed")
+    common = bench("bench_common")
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((400, speed.DIM)).astype(np.float32)
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    queries = data[:20] + 0.01 * rng.standard_normal((20, speed.DIM)).astype(np.float32)
+    truth = common.exact_topk(queries, data, speed.K)
+    rows = {}
+    for method in ("faiss-hnsw", "faiss-hnsw-sq16"):
+        (row,), sweep = speed.bench_faiss_hnsw(data, queries, truth, 5, tmp_path, (16, 512), method)
+        rows[method] = row
+        assert [r["method"] for r in sweep] == [method, method]
+        assert row["recall_at_10"] > 0.9
+    assert rows["faiss-hnsw-sq16"]["dtype"] == "f16" and rows["faiss-hnsw-sq16"]["params"]["index"] == "IndexHNSWSQ"
+    # fp16 halves the vectors: 768 * 2 bytes fewer per vector, the graph unchanged.
+    saved = rows["faiss-hnsw"]["file_bytes"] - rows["faiss-hnsw-sq16"]["file_bytes"]
+    assert saved / len(data) == pytest.approx(speed.DIM * 2, rel=0.02)
+    with pytest.raises(ValueError, match="unknown FAISS HNSW method"):
+        speed.faiss_hnsw_index("faiss-ivf")
+
+
+def test_index_benchmark_skips_faiss_with_its_reason_when_faiss_is_missing(tmp_path: Path):
+    # `import faiss` fails as on a machine without the bench extra.
+    code = (
+        "import runpy, sys\n"
+        "sys.modules['faiss'] = None\n"
+        f"sys.path.insert(0, {str(BENCHMARKS)!r})\n"
+        f"sys.argv = ['index_speed.py', '--vectors', '600', '--queries', '10', '--out-dir', {str(tmp_path)!r},\n"
+        "            '--methods', 'faiss-hnsw-sq16', '--name', 'demo']\n"
+        f"runpy.run_path({str(BENCHMARKS / 'index_speed.py')!r}, run_name='__main__')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "faiss-hnsw-sq16 skipped: FAISS unavailable" in result.stdout
+    data = json.loads((tmp_path / "demo.json").read_text())
+    assert [r["method"] for r in data["methods"]] == ["numpy-exact"]
+    assert data["skipped"][0]["method"] == "faiss-hnsw-sq16"
+    assert "pip install" in data["skipped"][0]["reason"] and not data["faiss"]["available"]
+    assert (tmp_path / "demo.png").exists()

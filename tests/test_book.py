@@ -62,3 +62,13 @@ def test_book_builds_with_warnings_as_errors(tmp_path: Path):
     chapters = {f for f in _toc_files() if f.startswith("notebooks/")}
     assert chapter_links == chapters, sorted(chapter_links ^ chapters)
     assert (html / "book" / "api.html").exists()
+    # Every chapter page opens its own notebook on Binder and on Colab, from the repository
+    # and branch that _config.yml names (the theme writes `&` in a URL as `&amp;` in HTML).
+    repo = config["repository"]["url"].removeprefix("https://github.com/")
+    branch = config["repository"].get("branch", "main")
+    for chapter in sorted(chapters):
+        page = (html / f"{chapter}.html").read_text()
+        binder = f"https://mybinder.org/v2/gh/{repo}/{branch}?urlpath=lab/tree/{chapter}.ipynb"
+        colab = f"https://colab.research.google.com/github/{repo}/blob/{branch}/{chapter}.ipynb"
+        assert f'href="{binder}"' in page, f"{chapter}: no Binder launch link {binder}"
+        assert f'href="{colab}"' in page, f"{chapter}: no Colab launch link {colab}"

@@ -11,7 +11,9 @@ import pytest
 
 from vslib.calibration import (
     Calibration,
+    cosine_degrees,
     fit_calibration,
+    random_cosine_sigmas,
     random_unit_cosines,
     reliability,
     score_percentile,
@@ -256,3 +258,48 @@ def test_score_percentile_ranks_among_reference_scores_with_ties_counting_half()
     # Scores are compared as given, not rounded to the reference's type.
     assert score_percentile([1.5], [1, 2]) == pytest.approx(50.0)
     assert score_percentile([1], [0.5, 1.5]) == pytest.approx(50.0)
+
+
+def test_slope_at_the_threshold_is_the_numerical_derivative_and_a_quarter_of_the_temperature():
+    cal = Calibration(threshold=0.2, temperature=40.0)
+    h = 1e-6
+    numeric = (cal.confidence(0.2 + h) - cal.confidence(0.2 - h)) / (2 * h)
+    assert cal.slope == pytest.approx(numeric, rel=1e-6)
+    assert cal.slope == 10.0
+    # Away from the threshold the sigmoid is flatter than at it.
+    assert (cal.confidence(0.3 + h) - cal.confidence(0.3 - h)) / (2 * h) < cal.slope
+
+
+def test_score_at_inverts_the_confidence():
+    cal = Calibration(threshold=0.15, temperature=60.0)
+    p = np.array([0.01, 0.1, 0.5, 0.9, 0.99])
+    scores = cal.score_at(p)
+    np.testing.assert_allclose(cal.confidence(scores), p, rtol=1e-12)
+    assert cal.score_at(0.5) == pytest.approx(0.15)
+    assert scores[3] - scores[1] == pytest.approx(2 * math.log(9) / 60.0)
+    for bad in (0.0, 1.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="strictly between 0 and 1"):
+            cal.score_at(bad)
+
+
+def test_cosine_degrees_reads_a_cosine_as_an_angle():
+    np.testing.assert_allclose(cosine_degrees([1.0, 0.5, 0.0, -0.5, -1.0]), [0.0, 60.0, 90.0, 120.0, 180.0],
+                               atol=1e-12)
+    assert cosine_degrees(0.2) == pytest.approx(math.degrees(math.acos(0.2)))
+    # float16 rounding can land a hair outside [-1, 1]; a real error cannot.
+    assert cosine_degrees(np.float16(1.0005)) == 0.0
+    assert cosine_degrees(np.zeros((2, 3))).shape == (2, 3)
+    for bad in (1.5, -1.01, float("nan")):
+        with pytest.raises(ValueError, match=r"cosines must lie in \[-1, 1\]"):
+            cosine_degrees(bad)
+
+
+def test_random_cosine_sigmas_match_the_measured_spread_of_random_pairs():
+    dim = 768
+    cos = random_unit_cosines(dim, n=4000, seed=1)
+    # One measured standard deviation of random cosines is about one sigma.
+    assert random_cosine_sigmas(cos.std(), dim) == pytest.approx(1.0, rel=0.05)
+    assert random_cosine_sigmas(0.2, dim) == pytest.approx(0.2 * math.sqrt(768))
+    np.testing.assert_allclose(random_cosine_sigmas([0.1, -0.1], 100), [1.0, -1.0])
+    with pytest.raises(ValueError, match="dim must be >= 2, got 1"):
+        random_cosine_sigmas(0.2, 1)

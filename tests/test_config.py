@@ -62,3 +62,12 @@ def test_per_class_cap(monkeypatch):
         monkeypatch.setenv("VSLIB_PER_CLASS", bad)
         with pytest.raises(ValueError, match=f"VSLIB_PER_CLASS='{bad}'"):
             config.per_class(30)
+
+
+def test_naflex_model_follows_the_switch(monkeypatch):
+    monkeypatch.delenv("VSLIB_MODELS", raising=False)
+    assert config.naflex_model() == "tiny-siglip2-naflex"
+    monkeypatch.setenv("VSLIB_MODELS", "real")
+    assert config.naflex_model() == "siglip2-base-naflex"
+    with pytest.raises(ValueError, match="'huge'"):
+        config.naflex_model("huge")

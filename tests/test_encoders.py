@@ -340,6 +340,20 @@ def test_bf16_encoders_hand_back_float32_numpy(offline_hub, monkeypatch):
     assert not np.allclose(norms, 1.0, atol=1e-2)  # not normalised
 
 
+@pytest.mark.parametrize("name", ["tiny-dinov3", "tiny-siglip2"])
+def test_fixed_size_processors_set_a_reduced_decoding_side(offline_hub, name):
+    # transformers hands fixed-size processors a SizeDict, not a dict; its sides must still be read,
+    # or large photos are decoded at full size for a 64 px model.
+    from transformers import AutoImageProcessor
+
+    enc = vslib.load_encoder(name)
+    from vslib.zoo import checkpoint_path
+
+    size = AutoImageProcessor.from_pretrained(checkpoint_path(name)).size
+    side = max(v for v in (getattr(size, k, None) for k in ("height", "width", "shortest_edge")) if v)
+    assert enc.decode_side == 2 * side
+
+
 def test_dinotxt_preprocessing_matches_a_pil_bicubic_reference():
     """Short side resized (bicubic, antialiased) as PIL does it, centre crop, then ImageNet normalisation."""
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

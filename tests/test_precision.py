@@ -139,3 +139,20 @@ def test_scaled_copy_scales_one_layer_and_leaves_the_original():
         precision.scaled_copy(model, "nope", 2.0)
     with pytest.raises(ValueError, match="has no weight"):
         precision.scaled_copy(nn.Sequential(nn.ReLU()), "0", 2.0)
+
+
+def test_mean_patch_cosine_is_one_for_collapsed_patches_and_the_pairwise_mean_otherwise():
+    rng = np.random.default_rng(0)
+    distinct = rng.standard_normal((2, 3, 4, 16))  # (N, rows, cols, D), not normalised
+    flat = distinct.reshape(2, 12, 16)
+    unit = flat / np.linalg.norm(flat, axis=-1, keepdims=True)
+    expected = [(u @ u.T)[~np.eye(12, dtype=bool)].mean() for u in unit]
+    np.testing.assert_allclose(precision.mean_patch_cosine(distinct), expected, rtol=1e-12)
+    np.testing.assert_allclose(precision.mean_patch_cosine(flat), expected, rtol=1e-12)
+    # Every patch the same vector (the reported fp16-on-MPS failure), at any length.
+    collapsed = np.broadcast_to(rng.standard_normal(16) * [[1.0], [2.0], [0.5]], (1, 3, 16))
+    assert precision.mean_patch_cosine(collapsed)[0] == pytest.approx(1.0)
+    assert precision.mean_patch_cosine([[[1.0, 0.0], [-1.0, 0.0]]])[0] == pytest.approx(-1.0)
+    for bad in (np.ones((1, 1, 8)), np.ones((2, 8)), np.zeros((1, 3, 8)), np.full((1, 3, 8), np.nan)):
+        with pytest.raises(ValueError):
+            precision.mean_patch_cosine(bad)

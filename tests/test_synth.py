@@ -401,3 +401,51 @@ def test_save_and_load_keep_the_context(tmp_path):
     assert {s.context is None for s in scenes} == {True, False}
     back = synth.load_scenes(tmp_path) if synth.save_scenes(scenes, tmp_path) else []
     assert [s.context for s in back] == [s.context for s in scenes]
+
+
+def test_aspect_crop_is_the_largest_band_of_that_shape_around_the_box():
+    # A wide band: full width, height side / aspect, centred on the box.
+    assert synth.aspect_crop((80, 90, 110, 120), 192, 3 / 2) == (0, 41, 192, 169)
+    # Near an edge it shifts back inside instead of shrinking.
+    assert synth.aspect_crop((10, 0, 40, 20), 192, 3 / 2) == (0, 0, 192, 128)
+    assert synth.aspect_crop((10, 170, 40, 192), 192, 3 / 2) == (0, 64, 192, 192)
+    # A tall band is the same along the other axis.
+    assert synth.aspect_crop((90, 80, 120, 110), 192, 2 / 3) == (41, 0, 169, 192)
+    assert synth.aspect_crop((0, 0, 192, 192), 192, 1.0) == (0, 0, 192, 192)
+    scene = synth.render_scene(3, 96, split="test")
+    x0, y0, x1, y1 = synth.aspect_crop(scene.objects[0].box, 96, 2.0)
+    assert (x1 - x0, y1 - y0) == (96, 48)
+    with pytest.raises(ValueError, match="aspect must be positive"):
+        synth.aspect_crop((0, 0, 10, 10), 64, 0)
+    with pytest.raises(ValueError, match="outside the 64x64 image"):
+        synth.aspect_crop((0, 0, 70, 10), 64, 2)
+
+
+def test_context_probability_overrides_the_split_and_changes_nothing_else():
+    natural = synth.make_split("train", 60, 16)
+    never = synth.make_split("train", 60, 16, context_probability=0.0)
+    always = synth.make_split("train", 60, 16, context_probability=1.0)
+    assert any(s.context for s in natural) and not all(s.context for s in natural)
+    assert all(s.context is None for s in never)
+    assert all(s.context == s.label for s in always)
+    for a, b, c in zip(natural, never, always):
+        # The class, the number of small objects and their shapes come from the same draws.
+        assert a.label == b.label == c.label
+        assert [o.shape for o in a.objects] == [o.shape for o in b.objects] == [o.shape for o in c.objects]
+    # A scene that was typical anyway is unchanged when forced to be typical.
+    same = [(a, c) for a, c in zip(natural, always) if a.context is not None]
+    assert same and all(np.array_equal(pixels(a), pixels(c)) for a, c in same)
+    with pytest.raises(ValueError, match="context_probability"):
+        synth.render_scene(0, 16, context_probability=1.5)
+
+
+def test_training_pools_can_hold_a_share_of_scenes_without_typical_context():
+    from vslib.zoo.common import captioned_training_pool
+
+    pool, _ = captioned_training_pool(40, 16, shape_twins=False, mixed_fraction=0.5)
+    assert len(pool) == 40
+    first = synth.make_split("train", 20, 16)
+    last = synth.make_split("train", 20, 16, start=20, context_probability=0.0)
+    expected = np.stack([pixels(s) for s in first + last])
+    assert np.array_equal(pool.images.permute(0, 2, 3, 1).numpy(), expected)
+    assert pool.labels.tolist() == [s.label_index for s in first + last]

@@ -106,3 +106,20 @@ def test_confusion_matrix_plot_labels_classes_and_writes_counts():
     assert fig.axes[0].texts[0].get_text() == "0.75"
     with pytest.raises(ValueError, match="classes"):
         viz.confusion_matrix_plot(cm, ["a", "b"])
+
+
+def test_patch_grid_views_share_one_pixel_scale_and_draw_the_grid():
+    square = np.zeros((64, 64, 3))
+    wide = np.ones((48, 80, 3))
+    fig = viz.patch_grid_views([square, wide], 16, titles=["4 x 4", "3 x 5"], suptitle="grids")
+    assert len(fig.axes) == 2 and [ax.get_title() for ax in fig.axes] == ["4 x 4", "3 x 5"]
+    for ax in fig.axes:
+        assert ax.get_xlim() == (0, 80) and ax.get_ylim() == (64, 0)
+    # Grid lines: 5 + 5 for the 64 px square, 6 + 4 for the 80 x 48 view.
+    assert [len(ax.lines) for ax in fig.axes] == [10, 10]
+    vertical = [line.get_xdata()[0] for line in fig.axes[1].lines if line.get_xdata()[0] == line.get_xdata()[1]]
+    assert vertical == [0, 16, 32, 48, 64, 80]
+    with pytest.raises(ValueError, match="titles"):
+        viz.patch_grid_views([square], 16, titles=["a", "b"])
+    with pytest.raises(ValueError, match="no views"):
+        viz.patch_grid_views([], 16)

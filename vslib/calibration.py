@@ -6,7 +6,8 @@ one, ``confidence = sigmoid((score - threshold) * temperature)``, by logistic
 regression on labelled pairs; measures how well confidences match observed
 frequencies (reliability bins and the expected calibration error); contrasts the
 per-pair sigmoid with a softmax over candidates; and shows why cosines between
-unrelated vectors crowd around zero in high dimensions. Introduced in chapter 4.
+unrelated vectors crowd around zero in high dimensions, reading a cosine as an angle
+and as a number of random-pair standard deviations. Introduced in chapter 4.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from numpy.typing import ArrayLike
 __all__ = [
     "Calibration",
     "ReliabilityStats",
+    "cosine_degrees",
     "fit_calibration",
+    "random_cosine_sigmas",
     "random_unit_cosines",
     "reliability",
     "score_percentile",
@@ -79,6 +82,31 @@ class Calibration:
     def from_dict(cls, data: Mapping[str, float]) -> Calibration:
         """The inverse of :meth:`to_dict`. Introduced in chapter 4."""
         return cls(threshold=float(data["threshold"]), temperature=float(data["temperature"]))
+
+    @property
+    def slope(self) -> float:
+        """Confidence gained per unit of score at the threshold: ``temperature / 4``.
+
+        The sigmoid's steepest point is its midpoint, where its derivative is 1/4, so
+        near the threshold a score ``delta`` higher adds about ``delta * temperature / 4``
+        to the confidence. Introduced in chapter 4.
+        """
+        return self.temperature / 4.0
+
+    def score_at(self, confidence: ArrayLike) -> np.ndarray:
+        """The score that gets a given confidence: ``threshold + logit(confidence) / temperature``.
+
+        The inverse of :meth:`confidence`; ``score_at(0.9) - score_at(0.1)``
+        (``2 ln 9 / temperature``) is how wide the band of uncertain scores is.
+        Introduced in chapter 4.
+
+        Raises:
+            ValueError: If a confidence is not strictly between 0 and 1.
+        """
+        p = np.asarray(confidence, dtype=np.float64)
+        if not ((p > 0) & (p < 1)).all():
+            raise ValueError("confidences must lie strictly between 0 and 1")
+        return self.threshold + np.log(p / (1 - p)) / self.temperature
 
     @classmethod
     def from_scale_bias(cls, scale: float, bias: float) -> Calibration:
@@ -286,6 +314,49 @@ def random_unit_cosines(dim: int, n: int = 2000, seed: int = 0) -> np.ndarray:
         b /= np.linalg.norm(b, axis=1, keepdims=True)
         out[start : start + m] = np.einsum("ij,ij->i", a, b)
     return out
+
+
+def cosine_degrees(cosines: ArrayLike) -> np.ndarray:
+    """The angle between two vectors with these cosine similarities, in degrees.
+
+    ``arccos`` of the cosine: 1 is 0 degrees, 0 is 90 (orthogonal), -1 is 180. Values a
+    rounding error outside ``[-1, 1]`` (as float16 scores can be) are clipped first.
+    Introduced in chapter 4.
+
+    Args:
+        cosines: Cosine similarities, any shape.
+
+    Returns:
+        Angles in ``[0, 180]``, same shape, float64.
+
+    Raises:
+        ValueError: If a cosine is NaN or further than 1e-3 outside ``[-1, 1]``.
+    """
+    c = np.asarray(cosines, dtype=np.float64)
+    if np.isnan(c).any() or (np.abs(c) > 1 + 1e-3).any():
+        raise ValueError("cosines must lie in [-1, 1]")
+    return np.degrees(np.arccos(np.clip(c, -1.0, 1.0)))
+
+
+def random_cosine_sigmas(cosines: ArrayLike, dim: int) -> np.ndarray:
+    """How many standard deviations of random-pair cosines a score is: ``cosine * sqrt(dim)``.
+
+    The cosine of two independent random unit vectors in ``dim`` dimensions has mean 0
+    and standard deviation ``1 / sqrt(dim)`` (see :func:`random_unit_cosines`), so this
+    says how far a score lies from what unrelated directions give. Trained embeddings
+    are not random directions: compare with the scores of non-matching pairs too
+    (:func:`score_percentile`). Introduced in chapter 4.
+
+    Args:
+        cosines: Cosine similarities, any shape.
+        dim: Dimension of the embeddings (``>= 2``).
+
+    Returns:
+        Multiples of ``1 / sqrt(dim)``, same shape, float64.
+    """
+    if dim < 2:
+        raise ValueError(f"dim must be >= 2, got {dim}")
+    return np.asarray(cosines, dtype=np.float64) * np.sqrt(dim)
 
 
 def score_percentile(scores: ArrayLike, reference: ArrayLike) -> np.ndarray:

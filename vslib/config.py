@@ -33,6 +33,10 @@ MODEL_SETS: dict[str, dict[str, str]] = {
 }
 
 
+#: The SigLIP 2 NaFlex model of each set: it keeps each image's aspect ratio (chapter 2).
+NAFLEX_MODELS: dict[str, str] = {"tiny": "tiny-siglip2-naflex", "real": "siglip2-base-naflex"}
+
+
 @dataclass(frozen=True)
 class Models:
     """Model names for the current switch setting (introduced in chapter 1)."""
@@ -59,6 +63,18 @@ def models(set_name: str | None = None) -> Models:
     if name not in MODEL_SETS:
         raise ValueError(f"unknown model set {name!r}; use one of {sorted(MODEL_SETS)}")
     return Models(set_name=name, **MODEL_SETS[name])
+
+
+def naflex_model(set_name: str | None = None) -> str:
+    """The SigLIP 2 NaFlex model of a model set (the current one by default).
+
+    ``tiny-siglip2-naflex`` (``tiny-siglip2`` converted, offline) or ``siglip2-base-naflex``.
+    Introduced in chapter 2.
+    """
+    name = set_name or model_set()
+    if name not in NAFLEX_MODELS:
+        raise ValueError(f"unknown model set {name!r}; use one of {sorted(NAFLEX_MODELS)}")
+    return NAFLEX_MODELS[name]
 
 
 def image_folder() -> Path | None:

@@ -9,6 +9,7 @@ transformers. Introduced in chapter 1.
 
 from __future__ import annotations
 
+import math
 import os
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ from tqdm import tqdm
 from vslib import registry
 from vslib.geometry import InputGeometry
 from vslib.images import ImageLoadError, as_image, load_image
+from vslib.inputsize import PatchGrid, unpatchify
 from vslib.registry import ModelNotAvailableError
 
 ImageLike = Image.Image | str | os.PathLike
@@ -256,6 +258,42 @@ class Encoder(ABC):
         """How images are resized and cropped into the model's input (chapter 6)."""
         raise NotImplementedError(f"{self.name} ({self.family}) does not describe its preprocessing geometry")
 
+    def patch_grids(self, images: Sequence[ImageLike]) -> list[PatchGrid]:
+        """The patch grid each image gets from this encoder's preprocessing, one per image.
+
+        A fixed-size processor gives every image the same grid; a NaFlex processor
+        (SigLIP 2 ``*-naflex``) gives each image its own, with the aspect ratio kept
+        and the sequence padded to ``max_num_patches``. Introduced in chapter 2.
+        """
+        return self._grids(self.preprocess([as_image(im) for im in images]))
+
+    def _grids(self, inputs: dict[str, torch.Tensor]) -> list[PatchGrid]:
+        patch = getattr(self, "patch_size", None)
+        if patch is None:
+            raise NotImplementedError(f"{self.name} ({self.family}) does not say its patch size")
+        n, _, height, width = inputs["pixel_values"].shape
+        rows, cols = height // patch, width // patch
+        return [PatchGrid(width, height, rows, cols, patch, rows * cols)] * n
+
+    def input_views(self, images: Sequence[ImageLike]) -> list[np.ndarray]:
+        """Each image as the model reads it: resized (and cropped), ``(H, W, 3)`` floats in [0, 1].
+
+        The preprocessing's normalisation is undone. For NaFlex the real patches are put
+        back on their grid and the padding dropped, so a view has the size and aspect
+        ratio the model sees. Introduced in chapter 2.
+        """
+        inputs = self.preprocess([as_image(im) for im in images])
+        mean, std = (np.asarray(v, dtype=np.float32) for v in self._normalisation())
+        return [np.clip(view * std + mean, 0.0, 1.0) for view in self._pixel_arrays(inputs)]
+
+    def _normalisation(self) -> tuple[Sequence[float], Sequence[float]]:
+        """The per-channel mean and std the preprocessing subtracts and divides by."""
+        raise NotImplementedError(f"{self.name} ({self.family}) does not say how it normalises images")
+
+    def _pixel_arrays(self, inputs: dict[str, torch.Tensor]) -> list[np.ndarray]:
+        """Normalised model inputs as ``(H, W, 3)`` arrays, one per image."""
+        return list(inputs["pixel_values"].float().numpy().transpose(0, 2, 3, 1))
+
     def raw_embeddings(self, images: Sequence[ImageLike], batch_size: int = 32) -> np.ndarray:
         """Image embeddings before L2 normalisation, ``(N, dim)`` float32 on the CPU.
 
@@ -377,6 +415,15 @@ class _ProcessorCall:
         return dict(self.processor(images=images, return_tensors="pt"))
 
 
+def _processor_sides(size: Any) -> list[int]:
+    """The target sides an image processor's ``size`` names (a dict or transformers' ``SizeDict``)."""
+    if size is None:
+        return []
+    keys = ("shortest_edge", "height", "width")
+    values = [size.get(key) if isinstance(size, dict) else getattr(size, key, None) for key in keys]
+    return [int(value) for value in values if isinstance(value, int) and value > 0]
+
+
 class _HFEncoder(Encoder):
     """Shared set-up of the transformers-backed encoders."""
 
@@ -387,9 +434,7 @@ class _HFEncoder(Encoder):
         self.model = AutoModel.from_pretrained(path, dtype=dtype).to(device).eval()
         processor = AutoImageProcessor.from_pretrained(path)
         self._preprocess = _ProcessorCall(processor)
-        size = getattr(processor, "size", None) or {}
-        sides = [size.get(key) for key in ("shortest_edge", "height", "width") if isinstance(size, dict)]
-        sides = [int(side) for side in sides if isinstance(side, int)]
+        sides = _processor_sides(getattr(processor, "size", None))
         self.decode_side = 2 * max(sides) if sides else None
 
     def preprocess(self, images: list[Image.Image]) -> dict[str, torch.Tensor]:
@@ -397,6 +442,10 @@ class _HFEncoder(Encoder):
 
     def _collate_preprocessor(self):
         return self._preprocess
+
+    def _normalisation(self) -> tuple[Sequence[float], Sequence[float]]:
+        processor = self._preprocess.processor
+        return processor.image_mean, processor.image_std
 
     @property
     def geometry(self) -> InputGeometry:
@@ -470,6 +519,29 @@ class DinoV3Encoder(_HFEncoder):
         return _numpy(F.normalize(tokens, dim=-1).reshape(len(tokens), rows, cols, -1))
 
 
+def _siglip_tokenizer(path: Path):
+    """The checkpoint's tokenizer, as its ``tokenizer_config.json`` names it.
+
+    For ``model_type`` ``siglip2`` AutoTokenizer builds its own Gemma-style
+    ``Siglip2Tokenizer`` whatever the files say; a checkpoint that saved a plain
+    ``tokenizers`` tokenizer (the bundled ``tiny-siglip2-naflex``, a word-level
+    vocabulary) is loaded as that instead.
+    """
+    import json
+
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    config_file = Path(path) / "tokenizer_config.json"
+    declared = json.loads(config_file.read_text()).get("tokenizer_class") if config_file.is_file() else None
+    if declared in ("TokenizersBackend", "PreTrainedTokenizerFast"):
+        return PreTrainedTokenizerFast.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(path)
+
+
+#: What a NaFlex (``Siglip2Model``) image tower needs besides ``pixel_values``.
+_NAFLEX_INPUTS = ("pixel_attention_mask", "spatial_shapes")
+
+
 class SiglipEncoder(_HFEncoder):
     """SigLIP / SigLIP 2 image and text embeddings (fixed resolution and NaFlex).
 
@@ -477,19 +549,53 @@ class SiglipEncoder(_HFEncoder):
     as the models were trained. :attr:`logit_scale` and :attr:`logit_bias` turn a cosine
     into SigLIP's match probability, ``sigmoid(cos * logit_scale + logit_bias)``.
     Introduced in chapter 1.
+
+    NaFlex checkpoints (``Siglip2Model``: ``siglip2-base-naflex``, ``tiny-siglip2-naflex``)
+    keep each image's aspect ratio: :attr:`naflex` is true, the processor's
+    ``pixel_attention_mask`` and ``spatial_shapes`` go to the vision tower with the
+    pixels, and ``load_encoder(name, max_num_patches=N)`` sets the patch budget
+    (:attr:`max_num_patches`; chapter 2).
     """
 
     family = "siglip"
     supports_text = True
 
-    def __init__(self, name: str, path: Path, device: torch.device, dtype: torch.dtype) -> None:
-        from transformers import AutoTokenizer
-
+    def __init__(self, name: str, path: Path, device: torch.device, dtype: torch.dtype,
+                 max_num_patches: int | None = None) -> None:
         super().__init__(name, path, device, dtype)
         config = self.model.config
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.tokenizer = _siglip_tokenizer(path)
         self.max_length = config.text_config.max_position_embeddings
         self.dim = config.vision_config.hidden_size
+        self.patch_size = int(config.vision_config.patch_size)
+        self.naflex = config.model_type == "siglip2"
+        self.max_num_patches = self._patch_budget(max_num_patches)
+        if self.naflex:
+            # The shorter side of a NaFlex input is at most patch * sqrt(max_num_patches).
+            self.decode_side = 2 * self.patch_size * (math.isqrt(self.max_num_patches - 1) + 1)
+
+    def _patch_budget(self, requested: int | None) -> int | None:
+        """NaFlex's ``max_num_patches`` (the processor's, or ``requested``); ``None`` for fixed models."""
+        processor = self._preprocess.processor
+        if not self.naflex:
+            if requested is not None:
+                side = getattr(self.model.config.vision_config, "image_size", "?")
+                raise ValueError(
+                    f"max_num_patches applies to NaFlex models only; {self.name} is a fixed-resolution SigLIP "
+                    f"model that squashes every image to {side}x{side} (use a NaFlex model such as "
+                    "tiny-siglip2-naflex or siglip2-base-naflex)"
+                )
+            return None
+        if getattr(processor, "max_num_patches", None) is None:
+            raise ValueError(
+                f"{self.name} is a NaFlex model (Siglip2Model) but its image processor, {type(processor).__name__}, "
+                "makes no spatial_shapes or pixel_attention_mask; it needs a Siglip2ImageProcessor"
+            )
+        if requested is not None:
+            if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
+                raise ValueError(f"max_num_patches must be a positive whole number, got {requested!r}")
+            processor.max_num_patches = requested
+        return int(processor.max_num_patches)
 
     @property
     def logit_scale(self) -> float:
@@ -506,7 +612,34 @@ class SiglipEncoder(_HFEncoder):
         return 1.0 / (1.0 + np.exp(-(np.asarray(scores) * self.logit_scale + self.logit_bias)))
 
     def _embed_inputs(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return _unwrap(self.model.get_image_features(**inputs))
+        if not self.naflex:
+            return _unwrap(self.model.get_image_features(pixel_values=inputs["pixel_values"]))
+        missing = [key for key in _NAFLEX_INPUTS if key not in inputs]
+        if missing:
+            raise ValueError(
+                f"{self.name} is a NaFlex model: its inputs need {' and '.join(missing)} (from a "
+                f"Siglip2ImageProcessor), got only {', '.join(sorted(inputs))}"
+            )
+        return _unwrap(self.model.get_image_features(
+            pixel_values=inputs["pixel_values"],
+            pixel_attention_mask=inputs["pixel_attention_mask"],
+            spatial_shapes=inputs["spatial_shapes"],
+        ))
+
+    def _grids(self, inputs: dict[str, torch.Tensor]) -> list[PatchGrid]:
+        if not self.naflex:
+            return super()._grids(inputs)
+        length = int(inputs["pixel_values"].shape[1])
+        p = self.patch_size
+        shapes = inputs["spatial_shapes"].tolist()
+        return [PatchGrid(int(c) * p, int(r) * p, int(r), int(c), p, length) for r, c in shapes]
+
+    def _pixel_arrays(self, inputs: dict[str, torch.Tensor]) -> list[np.ndarray]:
+        if not self.naflex:
+            return super()._pixel_arrays(inputs)
+        pixels = inputs["pixel_values"].float().numpy()
+        return [unpatchify(row, grid.rows, grid.cols, self.patch_size)
+                for row, grid in zip(pixels, self._grids(inputs))]
 
     def _embed_texts(self, texts: list[str]) -> torch.Tensor:
         tokens = self.tokenizer([t.lower() for t in texts], padding="max_length", max_length=self.max_length,
@@ -574,6 +707,9 @@ class DinoTxtEncoder(Encoder):
 
     def _collate_preprocessor(self):
         return self._preprocess
+
+    def _normalisation(self) -> tuple[Sequence[float], Sequence[float]]:
+        return self.model.config.image_mean, self.model.config.image_std
 
     @property
     def geometry(self) -> InputGeometry:

@@ -1,8 +1,10 @@
 """Devices and number formats: pick a safe dtype, and audit what a dtype does to a model.
 
-DINOv3 overflows in fp16 (NaN embeddings on Apple GPUs, SIGFPE reports on CPU), so no
-family is given fp16 by default: bf16 where the device runs it well, fp32 otherwise.
-:func:`audit_dtypes` shows why, layer by layer. Introduced in chapter 2.
+fp16 overflows above 65504, and DINOv3 has been reported to break in fp16 on Apple GPUs
+(identical patch embeddings, while fp16 on CUDA works) and to crash fp16 training with
+SIGFPE, so no family is given fp16 by default: bf16 where the device runs it well, fp32
+otherwise. :func:`audit_dtypes` shows what a dtype does, layer by layer, and tells a range
+overflow from a device fault. Introduced in chapter 2.
 """
 
 from __future__ import annotations
@@ -97,10 +99,10 @@ def pick_dtype(family: str, device: torch.device | str) -> torch.dtype:
     """A safe default dtype for a model family on a device.
 
     - CPU: fp32 (bf16 matmuls are slower than fp32 on most CPUs, fp16 is unsafe);
-    - CUDA: bf16 when the GPU runs it natively (Ampere or newer), else fp32 (fp16
-      overflows in DINOv3; older GPUs only emulate bf16, slowly);
-    - MPS: bf16 on macOS 14 or newer (fp16 gives NaN embeddings with DINOv3 on Apple
-      GPUs), fp32 on older macOS, where MPS has no bf16.
+    - CUDA: bf16 when the GPU runs it natively (Ampere or newer), else fp32 (fp16 has
+      no range to spare; older GPUs only emulate bf16, slowly);
+    - MPS: bf16 on macOS 14 or newer (DINOv3 in fp16 on Apple GPUs has been reported
+      to return identical patch embeddings), fp32 on older macOS, where MPS has no bf16.
 
     Introduced in chapter 2.
     """
@@ -335,6 +337,34 @@ def _embed_with(encoder, model: torch.nn.Module, inputs: dict[str, torch.Tensor]
         return encoder._embed_inputs(inputs)
     finally:
         encoder.model = original
+
+
+def mean_patch_cosine(features: np.ndarray) -> np.ndarray:
+    """Mean cosine between the distinct patches of each image, one number per image.
+
+    ``features`` are an encoder's patch features, ``(N, rows, cols, D)`` as
+    :meth:`~vslib.encoders.Encoder.patch_features` returns them, or ``(N, patches, D)``.
+    Patches of a real photo differ, so the mean stays well below 1; a value at 1 means
+    every patch came out as the same vector, the failure reported for DINOv3 in fp16 on
+    Apple GPUs. Introduced in chapter 2.
+
+    Raises:
+        ValueError: If there are fewer than two patches per image or a feature is zero
+            or not finite.
+    """
+    f = np.asarray(features, dtype=np.float64)
+    if f.ndim == 4:
+        f = f.reshape(f.shape[0], -1, f.shape[-1])
+    if f.ndim != 3 or f.shape[1] < 2:
+        raise ValueError(f"expected (N, rows, cols, D) or (N, patches, D) with >= 2 patches, got {np.shape(features)}")
+    norms = np.linalg.norm(f, axis=-1, keepdims=True)
+    if not np.isfinite(f).all() or (norms == 0).any():
+        raise ValueError("patch features contain NaN, inf or zero vectors")
+    f = f / norms
+    p = f.shape[1]
+    # The sum of all pairwise cosines is |sum of the vectors|^2; remove the p self-pairs.
+    total = np.sum(f.sum(axis=1) ** 2, axis=-1)
+    return (total - p) / (p * (p - 1))
 
 
 def scaled_copy(model: torch.nn.Module, layer: str, factor: float) -> torch.nn.Module:

@@ -51,6 +51,10 @@ def _siglip(name: str, hub: str, note: str) -> ModelSpec:
     return ModelSpec(name, "siglip", hub, alternative="tiny-siglip2", note=note)
 
 
+def _naflex(name: str, hub: str, note: str) -> ModelSpec:
+    return ModelSpec(name, "siglip", hub, alternative="tiny-siglip2-naflex", note=note)
+
+
 #: The environment variable naming the folder with the official dino.txt files.
 DINOTXT_ENV = "VSLIB_DINOTXT_DIR"
 #: Official dino.txt ViT-L/16 file names (head + text tower, BPE vocabulary, backbone).
@@ -73,17 +77,20 @@ MODELS: dict[str, ModelSpec] = {
         _dinov3("dinov3-vitl16", "facebook/dinov3-vitl16-pretrain-lvd1689m", "ViT-L/16, 300M, 1024-d"),
         _dinov3("dinov3-vith16plus", "facebook/dinov3-vith16plus-pretrain-lvd1689m", "ViT-H+/16, 840M, 1280-d"),
         _dinov3("dinov3-vit7b16", "facebook/dinov3-vit7b16-pretrain-lvd1689m", "ViT-7B/16, 6.7B, 4096-d"),
-        _siglip("siglip2-base-naflex", "google/siglip2-base-patch16-naflex", "B/16, native aspect ratio, 768-d"),
+        _naflex("siglip2-base-naflex", "google/siglip2-base-patch16-naflex", "B/16, native aspect ratio, 768-d"),
         _siglip("siglip2-base-patch16-224", "google/siglip2-base-patch16-224", "B/16 at 224 px, 768-d"),
         _siglip("siglip2-base-patch16-384", "google/siglip2-base-patch16-384", "B/16 at 384 px, 768-d"),
         _siglip("siglip2-so400m-patch14-384", "google/siglip2-so400m-patch14-384", "So400m/14 at 384 px, 1152-d"),
-        _siglip("siglip2-so400m-naflex", "google/siglip2-so400m-patch16-naflex", "So400m/16, native aspect, 1152-d"),
+        _naflex("siglip2-so400m-naflex", "google/siglip2-so400m-patch16-naflex", "So400m/16, native aspect, 1152-d"),
         ModelSpec("dinotxt-vitl16", "dinotxt", f"${DINOTXT_ENV}", alternative="tiny-dinotxt",
                   note="dino.txt on DINOv3 ViT-L/16, 2048-d (official files in $VSLIB_DINOTXT_DIR)"),
         ModelSpec("tiny-dinov3", "dinov3", "tiny-dinov3", bundled=True, alternative="tiny-dinov3",
                   note="bundled: DINOv3 architecture trained on synthetic scenes"),
         ModelSpec("tiny-siglip2", "siglip", "tiny-siglip2", bundled=True, alternative="tiny-siglip2",
                   note="bundled: SigLIP dual encoder trained on synthetic scenes"),
+        ModelSpec("tiny-siglip2-naflex", "siglip", "tiny-siglip2-naflex", bundled=True,
+                  alternative="tiny-siglip2-naflex",
+                  note="bundled: tiny-siglip2 converted to SigLIP 2 NaFlex (native aspect ratio), not retrained"),
         ModelSpec("tiny-dinotxt", "dinotxt", "tiny-dinotxt", bundled=True, alternative="tiny-dinotxt",
                   note="bundled: dino.txt recipe on the frozen tiny-dinov3"),
     )

@@ -790,6 +790,7 @@ def _layout(
     small_shapes: Sequence[str],
     dominant_size: str | None,
     context_label: str | None = None,
+    context_probability: float | None = None,
 ) -> tuple[_Background, list[_ObjectSpec], str | None]:
     """Background, object specs and the class whose typical context the scene follows (or ``None``).
 
@@ -799,7 +800,9 @@ def _layout(
     # These draws happen even when forced, so forcing one leaves the rest unchanged.
     drawn_label = CLASSES[layout.integers(len(CLASSES))]
     drawn_count = int(layout.choice(len(SMALL_COUNT_PROBS), p=SMALL_COUNT_PROBS))
-    typical = layout.random() < _SPLIT_CONTEXT_PROBABILITY[SPLITS[split_code]]
+    if context_probability is None:
+        context_probability = _SPLIT_CONTEXT_PROBABILITY[SPLITS[split_code]]
+    typical = layout.random() < context_probability
     label = label or drawn_label
     n_small = drawn_count if small_objects is None else small_objects
     context_name = (context_label or label) if typical else None
@@ -823,8 +826,11 @@ def _render(
     small_shapes: Sequence[str] = (),
     dominant_size: str | None = None,
     context_label: str | None = None,
+    context_probability: float | None = None,
 ) -> Scene:
     split_code = _check_split(split)
+    if context_probability is not None and not 0.0 <= context_probability <= 1.0:
+        raise ValueError(f"context_probability must lie in [0, 1], got {context_probability}")
     seed = _check_seed(seed)
     size = _check_size(size)
     small_objects = _check_small_count(small_objects)
@@ -836,7 +842,7 @@ def _render(
     if context_label is not None:
         _check_class(context_label, "context_label")
     background, specs, context = _layout(split_code, seed, small_objects, label, small_shapes, dominant_size,
-                                         context_label)
+                                         context_label, context_probability)
     return _paint(background, specs, size, split_code, seed, split, context=context)
 
 
@@ -848,6 +854,7 @@ def render_scene(
     small_objects: int | None = None,
     label: str | None = None,
     context_label: str | None = None,
+    context_probability: float | None = None,
 ) -> Scene:
     """Render one synthetic scene, deterministically from ``(split, seed)``.
 
@@ -866,6 +873,9 @@ def render_scene(
             ``None`` for the dominant object's own class. Setting it to the drawn
             class while forcing ``label`` gives a shape twin: the same scene with
             another shape.
+        context_probability: How likely the scene is to follow a typical context;
+            ``None`` for its split's (``CONTEXT_PROBABILITY``, or 0 for ``mixed``).
+            Only the context changes: the rest of the layout is drawn as before.
 
     Returns:
         The scene. Forcing ``label`` or ``small_objects`` keeps the layout and whether
@@ -876,7 +886,8 @@ def render_scene(
         ValueError: If the split, seed, size, label or small-object count is invalid.
         TypeError: If ``seed`` or ``size`` is not an integer.
     """
-    return _render(seed, size, split, small_objects, label, context_label=context_label)
+    return _render(seed, size, split, small_objects, label, context_label=context_label,
+                   context_probability=context_probability)
 
 
 def make_split(
@@ -886,6 +897,7 @@ def make_split(
     *,
     start: int = 0,
     small_objects: int | None = None,
+    context_probability: float | None = None,
 ) -> list[Scene]:
     """Render scenes ``start`` to ``start + n - 1`` of a split.
 
@@ -897,6 +909,7 @@ def make_split(
         size: Image side in pixels.
         start: Index of the first scene.
         small_objects: Small objects per scene, or ``None`` to draw them.
+        context_probability: As in :func:`render_scene`; ``None`` for the split's.
 
     Returns:
         The scenes, in index order.
@@ -906,7 +919,8 @@ def make_split(
     """
     if n < 0 or start < 0:
         raise ValueError(f"n and start must be >= 0, got n={n}, start={start}")
-    return [render_scene(start + i, size, split=split, small_objects=small_objects) for i in range(n)]
+    return [render_scene(start + i, size, split=split, small_objects=small_objects,
+                         context_probability=context_probability) for i in range(n)]
 
 
 def iter_split(
@@ -1082,6 +1096,38 @@ def crop_box(
     left, right = span(cx, half_w, width)
     top, bottom = span(cy, half_h, height)
     return left, top, right, bottom
+
+
+def aspect_crop(box: Sequence[int], image_size: int, aspect: float) -> tuple[int, int, int, int]:
+    """The largest crop of a square image with a given width-to-height ratio, centred on a box.
+
+    A wide crop (``aspect > 1``) keeps the full width and a horizontal band of height
+    ``image_size / aspect``; a tall one (``aspect < 1``) the full height and a vertical
+    band. The band is centred on the box, shifted back inside the image at the edges; a
+    box taller (or wider) than the band is cut. Introduced in chapter 2.
+
+    Args:
+        box: ``(x0, y0, x1, y1)`` with exclusive ``x1``, ``y1``, e.g. a scene object's box.
+        image_size: Side of the square image.
+        aspect: Width over height of the crop (``1.5`` for 3:2, ``2 / 3`` for 2:3).
+
+    Returns:
+        ``(x0, y0, x1, y1)`` for ``PIL.Image.crop``.
+
+    Raises:
+        ValueError: If ``aspect`` is not positive or the box is empty or outside the image.
+    """
+    if not aspect > 0:
+        raise ValueError(f"aspect must be positive, got {aspect}")
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if not (0 <= x0 < x1 <= image_size and 0 <= y0 < y1 <= image_size):
+        raise ValueError(f"box {tuple(box)} is empty or outside the {image_size}x{image_size} image")
+    side = max(1, min(image_size, round(image_size / aspect if aspect >= 1 else image_size * aspect)))
+    centre = (y0 + y1) / 2 if aspect >= 1 else (x0 + x1) / 2
+    start = int(round(min(max(centre - side / 2, 0), image_size - side)))
+    if aspect >= 1:
+        return 0, start, image_size, start + side
+    return start, 0, start + side, image_size
 
 
 _IMAGE_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG"}

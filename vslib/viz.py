@@ -22,6 +22,7 @@ __all__ = [
     "confusion_matrix_plot",
     "heatmap_overlay",
     "image_grid",
+    "patch_grid_views",
     "reliability_diagram",
     "results_grid",
     "score_histograms",
@@ -73,6 +74,55 @@ def image_grid(
     fig, axes = _panels(len(images), cols, figsize)
     for i, (ax, im) in enumerate(zip(axes, images)):
         ax.imshow(im)
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=_TITLE_SIZE)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def patch_grid_views(
+    views: Sequence[Image.Image | ArrayLike],
+    patch_size: int,
+    titles: Sequence[str] | None = None,
+    figsize: tuple[float, float] | None = None,
+    suptitle: str | None = None,
+) -> Figure:
+    """Model inputs side by side at one pixel scale, with their patch grids drawn on top.
+
+    Every panel spans the largest width and height among the views, so a view's size on
+    the page is its size in pixels. Introduced in chapter 2.
+
+    Args:
+        views: What the model reads (e.g. :meth:`~vslib.encoders.SiglipEncoder.input_views`).
+        patch_size: Grid spacing in pixels.
+        titles: One title per view.
+        figsize: Figure size in inches.
+        suptitle: Title of the whole figure.
+
+    Returns:
+        The figure; ``fig.axes`` holds one axis per view.
+    """
+    arrays = [np.asarray(v) for v in views]
+    if not arrays:
+        raise ValueError("no views to show")
+    if titles is not None and len(titles) != len(arrays):
+        raise ValueError(f"{len(titles)} titles for {len(arrays)} views")
+    if patch_size < 1:
+        raise ValueError(f"patch_size must be >= 1, got {patch_size}")
+    width = max(a.shape[1] for a in arrays)
+    height = max(a.shape[0] for a in arrays)
+    fig, axes = _panels(len(arrays), len(arrays), figsize)
+    for i, (ax, a) in enumerate(zip(axes, arrays)):
+        h, w = a.shape[:2]
+        ax.imshow(a, extent=(0, w, h, 0), interpolation="nearest")
+        for x in range(0, w + 1, patch_size):
+            ax.plot([x, x], [0, h], color="white", lw=0.8)
+        for y in range(0, h + 1, patch_size):
+            ax.plot([0, w], [y, y], color="white", lw=0.8)
+        ax.set_xlim(0, width)
+        ax.set_ylim(height, 0)
         if titles is not None:
             ax.set_title(titles[i], fontsize=_TITLE_SIZE)
     if suptitle:

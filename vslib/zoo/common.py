@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from vslib import lexicon, synth
-from vslib.zoo.data import render_pool, render_twin_pool
+from vslib.zoo.data import concat_pools, render_pool, render_twin_pool
 
 
 def cosine_schedule(step: int, total: int, start: float, end: float, warmup: int = 0) -> float:
@@ -121,17 +121,23 @@ def sample_twin_batch(captions: list[list[str]], batch_size: int,
     return idx, texts
 
 
-def captioned_training_pool(images: int, size: int, shape_twins: bool):
+def captioned_training_pool(images: int, size: int, shape_twins: bool, mixed_fraction: float = 0.0):
     """The image-text trainers' pool of ``images`` train-split images and its batch sampler.
 
     With ``shape_twins`` the pool holds ``images // 2`` scenes, each with its shape twin
-    (``data.render_twin_pool``), sampled in pairs (``sample_twin_batch``).
+    (``data.render_twin_pool``), sampled in pairs (``sample_twin_batch``). Otherwise a
+    ``mixed_fraction`` of the scenes (the last seeds) never follow their class's typical
+    context, as in the ``mixed`` split: there only the shape names the class.
     """
     if shape_twins:
         print(f"rendering {images // 2} training scenes and their shape twins ...", flush=True)
         return render_twin_pool("train", images // 2, size), sample_twin_batch
-    print(f"rendering {images} training scenes ...", flush=True)
-    return render_pool("train", images, size), sample_captioned_batch
+    mixed = int(round(images * mixed_fraction))
+    print(f"rendering {images} training scenes ({mixed} without typical context) ...", flush=True)
+    pools = [render_pool("train", images - mixed, size)]
+    if mixed:
+        pools.append(render_pool("train", mixed, size, start=images - mixed, context_probability=0.0))
+    return concat_pools(pools), sample_captioned_batch
 
 
 def training_report(recipe, log: Logger, train_seconds: float, parameters: int, metrics: dict,

@@ -33,9 +33,10 @@ class ScenePool:
 Chunk = tuple[np.ndarray, list[int], list[list[str]], list[frozenset[str]]]
 
 
-def _render_chunk(args: tuple[str, int, int, int]) -> Chunk:
+def _render_chunk(context_probability: float | None, args: tuple[str, int, int, int]) -> Chunk:
     split, start, n, size = args
-    return _chunk_arrays(synth.make_split(split, n, size=size, start=start))
+    return _chunk_arrays(synth.make_split(split, n, size=size, start=start,
+                                          context_probability=context_probability))
 
 
 def _chunk_arrays(scenes: list[synth.Scene]) -> Chunk:
@@ -45,9 +46,20 @@ def _chunk_arrays(scenes: list[synth.Scene]) -> Chunk:
             [synth.scene_facts(s) for s in scenes])
 
 
-def render_pool(split: str, n: int, size: int = 64, *, start: int = 0, workers: int | None = None) -> ScenePool:
-    """Render ``n`` scenes of ``split`` (deterministic) in parallel processes."""
-    return _render_in_parallel(_render_chunk, split, n, size, start, workers)
+def render_pool(split: str, n: int, size: int = 64, *, start: int = 0, workers: int | None = None,
+                context_probability: float | None = None) -> ScenePool:
+    """Render ``n`` scenes of ``split`` (deterministic) in parallel processes.
+
+    ``context_probability`` overrides the split's (``synth.render_scene``).
+    """
+    render = functools.partial(_render_chunk, context_probability)
+    return _render_in_parallel(render, split, n, size, start, workers)
+
+
+def concat_pools(pools: list[ScenePool]) -> ScenePool:
+    """One pool of several, in order."""
+    return ScenePool(torch.cat([p.images for p in pools]), torch.cat([p.labels for p in pools]),
+                     [c for p in pools for c in p.captions], [f for p in pools for f in p.facts])
 
 
 def _render_in_parallel(render_chunk, split: str, n: int, size: int, start: int, workers: int | None) -> ScenePool:

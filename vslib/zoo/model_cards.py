@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from vslib import synth
+
 DESCRIPTIONS = {
     "tiny-dinov3": {
         "architecture": "transformers `DINOv3ViTModel` (ViT with RoPE, {registers} register tokens), "
@@ -54,6 +56,12 @@ METRIC_NAMES = {
     "median_cos_same_class_images": "median cosine, two images of the same class",
     "patch_peak_on_dominant": "top patch of \"a {colour} {class}\" on the dominant object",
     "patch_peak_chance": "chance of a random patch being on it",
+    "cos_to_source_native_min": "lowest cosine to the source model's image embedding, square scenes at the native size",
+    "cos_to_source_native_mean": "mean cosine to the source model's image embedding, square scenes at the native size",
+    "cos_to_source_large_square_min": "lowest cosine to the source model's image embedding, larger square scenes "
+    "(both processors resize them to the native size)",
+    "cos_to_source_text_min": "lowest cosine to the source model's text embedding (the scenes' captions)",
+    "verify_images": "held-out scenes in each check",
     "load_seconds": "load time through vslib.load_encoder (s, median of 3)",
     "size_mb": "size on disk (MB)",
 }
@@ -148,8 +156,15 @@ def _training_data(recipe: dict) -> str:
         what = f"{n:,} synthetic train-split images: {n // 2:,} scenes and their {n // 2:,} shape twins"
     else:
         what = f"{n:,} synthetic train-split scenes"
-    return (f"{what} (`vslib.synth`, seeds disjoint from val/test; each scene follows its class's typical "
-            "context, `synth.TYPICAL_CONTEXT`, with probability 0.7)")
+    context = ("each scene follows its class's typical context, `synth.TYPICAL_CONTEXT`, with "
+               f"probability {synth.CONTEXT_PROBABILITY}")
+    mixed = recipe.get("mixed_fraction") or 0.0
+    if mixed and not recipe.get("shape_twins"):
+        m = int(round(n * mixed))
+        context = (f"the first {n - m:,} follow their class's typical context, `synth.TYPICAL_CONTEXT`, with "
+                   f"probability {synth.CONTEXT_PROBABILITY}; the last {m:,} never do, as in the `mixed` split, "
+                   "so that context alone cannot name every class and the image tower learns shape too")
+    return f"{what} (`vslib.synth`, seeds disjoint from val/test; {context})"
 
 
 def _fmt(value) -> str:
@@ -160,6 +175,8 @@ def _fmt(value) -> str:
 
 def write_card(name: str, out: Path, report: dict, benchmark: dict | None = None) -> Path:
     """Write ``out/README.md`` from a training report and, if given, benchmark results."""
+    if report.get("converted_from"):
+        return _write_converted_card(name, Path(out), report)
     d = {k: v.format(**report["recipe"]) for k, v in DESCRIPTIONS[name].items()}
     metrics = report.get("metrics", {})
     lines = [
@@ -201,6 +218,69 @@ def write_card(name: str, out: Path, report: dict, benchmark: dict | None = None
         "",
     ]
     path = Path(out) / "README.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _write_converted_card(name: str, out: Path, report: dict) -> Path:
+    """The card of a model converted from another bundled model (``vslib.zoo.naflex``): nothing trained."""
+    r, source = report["recipe"], report["converted_from"]
+    grid = "x".join(str(v) for v in report["position_grid"])
+    lines = [
+        f"# {name}",
+        "",
+        f"A bundled model of the `vslib` model zoo, **converted, not trained**: the weights of `{source}` "
+        "rearranged into transformers' SigLIP 2 NaFlex architecture (`Siglip2Model` with a "
+        "`Siglip2ImageProcessor`), the form of `google/siglip2-base-patch16-naflex`. It exists so that "
+        "the book can run the NaFlex code path offline (chapter 2). It never saw a non-square image in "
+        f"training: `{source}` was trained on square {r['image_size']} px scenes only, so what it does "
+        "with other aspect ratios is whatever the converted weights happen to do, not what NaFlex "
+        "training teaches.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| Source | `{source}` (`model.safetensors` sha256 `{report['source_sha256'][:16]}...`) |",
+        f"| Architecture | transformers `Siglip2Model`: the towers of `{source}` unchanged; the vision "
+        f"patch embedding a linear layer over flattened {r['patch_size']}x{r['patch_size']}x3 patches; a "
+        f"{grid} grid of position embeddings, resized (bilinear, antialiased) to each image's patch grid. |",
+        f"| Image processor | `Siglip2ImageProcessor`: patch {r['patch_size']}, max_num_patches "
+        f"{r['max_num_patches']}; each image is resized keeping its aspect ratio, sides rounded up to "
+        "multiples of the patch size, so that its patch grid fits the budget; the patch sequence is padded "
+        f"to {r['max_num_patches']} and `pixel_attention_mask` marks the real patches. Resampling, mean "
+        f"and std as `{source}`'s processor. |",
+        f"| Text side | `{source}`'s text tower and tokenizer files, unchanged. |",
+        f"| Parameters | {report['parameters']:,} (the same as `{source}`) |",
+        f"| Size on disk | {report.get('size_bytes', 0) / 1e6:.2f} MB |",
+        "| Training | none |",
+        "",
+        "## The conversion",
+        "",
+        "Every weight is copied. The patch-embedding convolution kernel `(D, 3, p, p)` becomes the linear "
+        "weight `(D, p * p * 3)` by moving the channel axis last before flattening, which is the order in "
+        "which `Siglip2ImageProcessor` flattens each patch (row in the patch, column in the patch, "
+        f"channel). The fixed model's {grid} position embeddings, row by row, are the NaFlex grid; for a "
+        f"square image at {r['image_size']} px with max_num_patches {r['max_num_patches']} the resize "
+        "leaves them as they are, so the two models compute the same embedding.",
+        "",
+        f"## Check (held-out `{r['verify_split']}` scenes)",
+        "",
+        f"Measured against `{source}` right after the conversion (which fails below a cosine of 0.999):",
+        "",
+    ]
+    lines += _metric_rows(name, report.get("metrics", {}))
+    lines += [
+        "",
+        "## Reproduce",
+        "",
+        "```bash",
+        report.get("command", f"python -m vslib.zoo.train {name}"),
+        "```",
+        "",
+        "The conversion runs in seconds on a CPU (`vslib.zoo.naflex.convert`); `training.json` beside this "
+        "file records it.",
+        "",
+    ]
+    path = out / "README.md"
     path.write_text("\n".join(lines))
     return path
 

@@ -12,6 +12,7 @@ negatives; here that would push every star away from "a star" but one.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +58,7 @@ class SiglipRecipe:
     # the text tower four times cheaper. Encoders read the length from the checkpoint.
     max_length: int = 16
     train_scenes: int = 20000
-    steps: int = 4000
+    steps: int = 6500
     batch_size: int = 128
     lr: float = 1e-3
     min_lr: float = 1e-5
@@ -86,6 +87,12 @@ class SiglipRecipe:
     # Each training scene also gets one caption in each of these languages (vslib.lexicon),
     # as SigLIP 2 learns from multilingual web text.
     languages: str = "fr,de,es"
+    # A share of the training scenes never follows its class's typical context (as in the
+    # ``mixed`` split), so context alone cannot name every scene's class and the image
+    # tower must learn shape too. All scenes typical-as-usual (0.0), the 4,000-step model
+    # scored zero-shot 0.736 on test and 0.262 on mixed: context, little shape. Tested
+    # and evaluated scenes keep the world's own probability.
+    mixed_fraction: float = 0.5
     seed: int = 0
 
 
@@ -182,10 +189,15 @@ def zero_shot_top1(image_emb: torch.Tensor, class_emb: torch.Tensor, labels: tor
 
 
 def class_embeddings(text_emb_fn, templates) -> torch.Tensor:
-    """Template ensemble: normalise each prompt embedding, average per class, renormalise."""
+    """Template ensemble: normalise each prompt embedding, average per class, renormalise.
+
+    ``templates`` is a list of ``"... {} ..."`` strings, or a function from a class name to
+    its prompts (for example ``lexicon.class_prompts`` in one language).
+    """
+    prompts = templates if callable(templates) else lambda name: [t.format(name) for t in templates]
     rows = []
     for name in synth.CLASSES:
-        e = text_emb_fn([t.format(name) for t in templates])
+        e = text_emb_fn(prompts(name))
         rows.append(F.normalize(F.normalize(e, dim=-1).mean(0), dim=-1))
     return torch.stack(rows)
 
@@ -212,8 +224,7 @@ def evaluate(model: SiglipModel, tokenizer, size: int, max_length: int, split: s
     one1, _ = zero_shot_top1(img, class_embeddings(text_fn, ["a photo of a {}."]), pool.labels)
     per_language = {}
     for lang in lexicon.FOREIGN:
-        prompts = torch.stack([F.normalize(F.normalize(text_fn(lexicon.class_prompts(lang, name)), dim=-1).mean(0),
-                                           dim=-1) for name in synth.CLASSES])
+        prompts = class_embeddings(text_fn, functools.partial(lexicon.class_prompts, lang))
         per_language[f"zero_shot_top1_{lang}"] = zero_shot_top1(img, prompts, pool.labels)[0]
     return {
         **per_language,
@@ -257,7 +268,8 @@ def train(out_dir: Path, recipe: SiglipRecipe | None = None, *, log_every: int =
     torch.manual_seed(r.seed)
     g = torch.Generator().manual_seed(r.seed)
     model, tokenizer = build(r)
-    pool, sample = common.captioned_training_pool(r.train_scenes, r.image_size, r.shape_twins)
+    pool, sample = common.captioned_training_pool(r.train_scenes, r.image_size, r.shape_twins,
+                                                  r.mixed_fraction)
     add_translations(pool.captions, pool.facts, r.languages, r.seed)
     opt = torch.optim.AdamW(common.param_groups(model, r.weight_decay), lr=r.lr)
     log = common.Logger(r.steps, log_every)

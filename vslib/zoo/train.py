@@ -2,7 +2,9 @@
 
 Each model trains on two CPU cores in at most 45 minutes. The run writes the checkpoint
 directory, a ``training.json`` with the recipe, timings and evaluation numbers, and the
-model card (``README.md``) quoting them.
+model card (``README.md``) quoting them. ``tiny-siglip2-naflex`` is converted from the
+bundled ``tiny-siglip2`` in seconds (:mod:`vslib.zoo.naflex`), not trained; its
+``training.json`` records the conversion and its check.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from vslib.zoo import BUNDLED, checkpoint_path, common, model_cards
+from vslib.zoo import BUNDLED, CONVERTED, checkpoint_path, common, model_cards
 
 
 def _override(recipe, assignments: list[str]) -> None:
@@ -40,6 +42,15 @@ def _override(recipe, assignments: list[str]) -> None:
 
 def _train(name: str, out: Path, steps: int | None, quick: bool, run_eval: bool,
            overrides: list[str] | None = None) -> dict:
+    if name in CONVERTED:
+        from vslib.zoo import naflex
+
+        if steps is not None or quick:
+            raise SystemExit(f"{name} is converted from {CONVERTED[name]}, not trained: --steps and --quick "
+                             "do not apply")
+        recipe = naflex.NaflexRecipe(source=CONVERTED[name])
+        _override(recipe, overrides or [])
+        return naflex.convert(out, recipe, run_eval=run_eval)
     if name == "tiny-dinov3":
         from vslib.zoo import dinov3 as trainer
 
@@ -77,7 +88,7 @@ def _without_out(args: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vslib.zoo.train", description=__doc__.splitlines()[0])
-    parser.add_argument("name", choices=BUNDLED, help="which bundled model to train")
+    parser.add_argument("name", choices=BUNDLED, help="which bundled model to train (or convert)")
     parser.add_argument("--out", type=Path, default=None,
                         help="output directory (default: the bundled checkpoint directory)")
     parser.add_argument("--steps", type=int, default=None, help="override the number of training steps")
