@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 
 import numpy as np
@@ -133,8 +134,10 @@ def test_fit_warns_when_newton_has_not_converged():
     scores, is_match = _sample(500, seed=3)
     with pytest.warns(RuntimeWarning, match="did not converge in 1 Newton steps") as record:
         fit_calibration(scores, is_match, max_iter=1)
-    # The warning names the caller's line, not the library's (or pytest's).
-    assert [w.filename for w in record] == [__file__]
+    # The warning names the caller's line, not the library's (or pytest's). Under mutmut
+    # (benchmarks/mutation_score.py) the caller is mutmut's trampoline in front of the function.
+    caller = "trampoline.py" if "MUTANT_UNDER_TEST" in os.environ else os.path.basename(__file__)
+    assert [os.path.basename(w.filename) for w in record] == [caller]
 
 
 @pytest.mark.parametrize(

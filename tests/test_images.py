@@ -94,6 +94,11 @@ def test_narrow_and_flat_greyscale_ranges_stretch_without_warnings():
     np.testing.assert_array_equal(np.asarray(tiny)[0, :, 0], [0, 128, 255])
 
 
+def test_a_32_bit_image_spanning_the_whole_integer_range_is_stretched_without_overflow():
+    extremes = np.array([[-(2**31), 0, 2**31 - 1]], dtype=np.int32)  # the range itself overflows int32
+    np.testing.assert_array_equal(np.asarray(to_rgb(Image.fromarray(extremes)))[0, :, 0], [0, 128, 255])
+
+
 @pytest.mark.parametrize("alpha, grey", [(255, 100), (0, 255)])
 def test_premultiplied_alpha_modes_are_composited_on_white(alpha, grey):
     # La and RGBa store colour multiplied by alpha: opaque keeps the colour, clear shows white.
@@ -162,8 +167,9 @@ def test_a_photo_with_damaged_exif_still_loads_upright(tmp_path: Path):
 def test_a_decompression_bomb_by_pils_own_limit_is_refused(tmp_path: Path, monkeypatch):
     Image.new("L", (100, 100)).save(tmp_path / "bomb.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 4_000)  # 10,000 pixels: over PIL's warning limit, under twice
-    with pytest.raises(ImageLoadError, match="refused as a decompression bomb"):
+    with pytest.raises(ImageLoadError, match="refused as a decompression bomb") as info:
         load_image(tmp_path / "bomb.png", max_pixels=10**9)
+    assert info.value.path == str(tmp_path / "bomb.png")
 
 
 def _truncated_jpeg() -> bytes:
