@@ -57,7 +57,7 @@ MODULES: dict[str, list[str]] = {
     "zeroshot": ["tests/test_zeroshot.py"],
     "bpe": ["tests/test_dinotxt.py"],  # the tokenizer tests live beside the model that uses it,
     "index": ["tests/test_index.py"],
-    "encoders": ["tests/test_encoders.py", "tests/test_bundled_models.py"],
+    "encoders": ["tests/test_encoders.py", "tests/test_bundled_models.py", "tests/test_naflex.py"],
 }
 #: Default order: the smallest modules first, so a time-boxed run measures as many as it can.
 DEFAULT_ORDER = ["calibration", "images", "query", "zeroshot", "bpe", "index", "encoders"]
@@ -115,6 +115,12 @@ REASONS: list[tuple[str, str, str, str, str]] = [
      "NumPy's choice tests replace for truth: None samples without replacement too"),
     ("index", "*search*", r"np.asarray\(query, dtype=np.float32\) -> .*np.asarray\(query, (dtype=None)?\)",
      "equivalent", "_as_matrix converts the query to float32 right after"),
+    ("encoders", "*encode_files*", r"persistent_workers=False, / \) -> \)$", "equivalent",
+     "persistent_workers is False by default"),
+    ("encoders", "*_DinoTxtPreprocess*", r"antialias=True\),.* -> .*InterpolationMode.BICUBIC, \),", "equivalent",
+     "antialias=True is v2.Resize's default"),
+    ("encoders", "*encode_texts*", r"self._embed_texts\(texts\)  # raises TextNotSupportedError -> self._embed_texts\(None\)",
+     "equivalent", "an image-only model raises whatever it is given"),
     ("calibration", "*random_unit_cosines*", r'einsum\("IJ,IJ->I"', "equivalent",
      "einsum labels are just names: upper case means the same contraction"),
     ("calibration", "*score_percentile*", r"asarray\((reference|scores), dtype=np.float64\).* -> .*asarray\((reference|scores), (dtype=None)?\)",

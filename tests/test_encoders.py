@@ -195,6 +195,13 @@ def test_siglip_text_is_padded_to_the_checkpoint_length(offline_hub, monkeypatch
     monkeypatch.setattr(enc.model, "get_text_features", spy)
     enc.encode_texts(["a dog", "a much longer caption about a dog on a striped background"])
     assert seen == [torch.Size([2, 64])]
+    # A tokenizer that also makes an attention mask (and token types) hands the mask on, not the types.
+    keys = []
+    monkeypatch.setattr(enc.model, "get_text_features", lambda **kwargs: keys.append(sorted(kwargs)) or
+                        original(**kwargs))
+    monkeypatch.setattr(enc.tokenizer, "model_input_names", ["input_ids", "token_type_ids", "attention_mask"])
+    enc.encode_texts(["a dog"])
+    assert keys == [["attention_mask", "input_ids"]]
 
 
 def test_missing_checkpoint_fails_at_once_with_a_useful_message(tmp_path, monkeypatch):
@@ -293,7 +300,9 @@ def test_non_finite_embeddings_are_refused(offline_hub):
     with torch.no_grad():
         enc.model.model.layer[0].mlp.down_proj.weight.mul_(1e6)  # fp16 overflows past 65504
     with pytest.raises(encoders.NonFiniteEmbeddingError,
-                       match=r"^dinov3-vits16plus produced non-finite embeddings for 2 of 2 inputs in float16 on cpu"):
+                       match=r"^dinov3-vits16plus produced non-finite embeddings for 2 of 2 inputs in float16 on cpu"
+                             r"; this is usually overflow .* load it with dtype=torch.float32 or torch.bfloat16 "
+                             r"\(see vslib.precision.audit_dtypes, chapter 2\)$"):
         enc.encode_images(_images(2))
 
 
@@ -404,6 +413,9 @@ def test_files_are_encoded_in_batches_of_32_and_paths_keep_the_batch_size_asked_
     enc.encode_files(paths, num_workers=0)
     assert enc.batches == [32, 8]
     enc.batches.clear()
+    enc.encode_images(_images(40, size=(4, 4)))  # PIL images: batches of 32 too
+    assert enc.batches == [32, 8]
+    enc.batches.clear()
     enc.encode_images(paths[:5], batch_size=2, num_workers=0)
     assert enc.batches == [2, 2, 1]
 
@@ -445,6 +457,10 @@ def test_progress_bars_show_when_asked_with_the_model_name_and_the_batch_count(t
     enc.encode_files(_image_files(tmp_path / "files", 3), batch_size=2, progress=True, num_workers=0)
     err = capsys.readouterr().err
     assert "encoding (counting)" in err and "/2 [" in err
+    assert "batch/s" in err  # the bar counts batches
+    # Asked for: a bar even for paths, and for a single batch.
+    enc.encode_images(_image_files(tmp_path / "more", 1), progress=True, num_workers=0)
+    assert "encoding (counting)" in capsys.readouterr().err
     # Not asked: no bar for a single batch (and none off a terminal, as here).
     enc.encode_images(_images(5, size=(8, 8)), batch_size=2)
     enc.encode_images(_images(1, size=(8, 8)), progress=None)
@@ -538,8 +554,16 @@ def test_dinotxt_inputs_and_head_outputs_agree_with_encode_images(tmp_path):
     save_dinotxt(DinoTxtModel(tiny_config(tokenizer.vocab_size), tiny_backbone(), tokenizer), tmp_path / "txt",
                  backbone_ref="../backbone")
     enc = vslib.load_encoder(tmp_path / "txt", device="cpu")
+    assert enc.decode_side == 2 * 36  # twice the short side it resizes to
     images = _images(2)
     expected = enc.encode_images(images)
+    tokens = enc.backbone_tokens(images)
+    with torch.no_grad():
+        reference = enc.model.backbone_tokens(enc.preprocess(images)["pixel_values"]).numpy()
+    assert tokens.shape == (2, 1 + 4 + 16, 32)  # CLS, 4 registers, 16 patches
+    np.testing.assert_allclose(tokens, reference, atol=1e-6)
+    bf16 = vslib.load_encoder(tmp_path / "txt", device="cpu", dtype="bf16")
+    assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
     np.testing.assert_allclose(enc.encode_inputs(enc.image_preprocessor()(images)), expected, atol=1e-6)
     cls, patches = enc.head_outputs(images)
     assert cls.shape == (2, 24) and patches.shape == (2, 16, 24)

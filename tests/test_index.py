@@ -230,7 +230,7 @@ def test_constructor_checks_and_what_an_index_reports():
         index.remove(["u", "v", "w", "x", "y", "z"])
     with pytest.raises(ValueError, match="k must be at least 1, got 0"):
         index.search(np.eye(4)[0], k=0)
-    with pytest.raises(ValueError, match="the same path appears more than once"):
+    with pytest.raises(ValueError, match="^the same path appears more than once in one add$"):
         index.add_vectors(np.eye(4)[:2], paths=["e", "e"])
     assert len(index) == 5
 
@@ -571,6 +571,10 @@ def test_a_damaged_or_missing_vectors_file_is_a_clear_error_naming_the_folder(tm
     vectors_file.write_bytes(vectors_file.read_bytes()[:-10])
     with pytest.raises(index_module.IndexFormatError, match=rf"{vectors_file.name} has {size - 10} bytes, its index.json says {size}$"):
         ImageIndex.load(folder)
+    vectors_file.write_bytes(bytes(size))  # the recorded size, but not a USearch file
+    with pytest.raises(index_module.IndexFormatError,
+                       match=rf"^{folder} is damaged: USearch cannot read {vectors_file.name} \(.+\)$"):
+        ImageIndex.load(folder, verify=False)
     vectors_file.unlink()
     with pytest.raises(index_module.IndexFormatError, match="the vectors file its index.json names is missing"):
         ImageIndex.load(folder)
