@@ -122,12 +122,18 @@ def test_fit_is_the_penalised_maximum_likelihood(threshold, separable):
 def test_fit_needs_two_distinct_finite_scores():
     cal = fit_calibration([0.1, 0.3], [False, True])
     assert 0.1 < cal.threshold < 0.3
-    with pytest.raises(ValueError, match="need at least two labelled pairs"):
+    with pytest.raises(ValueError, match="^need at least two labelled pairs to fit a calibration$"):
         fit_calibration([0.1], [True])
     with pytest.raises(ValueError, match="all scores are equal"):
         fit_calibration([0.2, 0.2, 0.2], [False, True, True])
-    with pytest.raises(ValueError, match="scores contain NaN or infinite values"):
+    with pytest.raises(ValueError, match="^scores contain NaN or infinite values$"):
         fit_calibration([0.1, np.inf], [False, True])
+
+
+def test_float32_scores_are_fitted_in_float64():
+    scores, is_match = _sample(2000, seed=5)
+    single = scores.astype(np.float32)
+    assert fit_calibration(single, is_match) == fit_calibration(single.astype(np.float64), is_match)
 
 
 def test_fit_warns_when_newton_has_not_converged():
@@ -195,7 +201,7 @@ def test_reliability_puts_confidence_one_in_the_last_bin_and_rejects_out_of_rang
     assert np.isnan(stats.bin_confidence[1:3]).all() and np.isnan(stats.bin_accuracy[1:3]).all()
     assert stats.bin_counts.tolist() == [1, 0, 0, 1]
     assert stats.ece == pytest.approx(0.0)
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+    with pytest.raises(ValueError, match=r"^confidences must lie in \[0, 1\]$"):
         reliability([1.2], [True])
     with pytest.raises(ValueError, match="no confidences given"):
         reliability([], [])
@@ -283,6 +289,11 @@ def test_score_at_inverts_the_confidence():
     for bad in (0.0, 1.0, -0.1, float("nan")):
         with pytest.raises(ValueError, match="strictly between 0 and 1"):
             cal.score_at(bad)
+    # Computed in float64 whatever the input's type.
+    single = np.float32([0.9, 0.999])
+    exact = cal.score_at(single.astype(np.float64))
+    assert cal.score_at(single).dtype == np.float64
+    np.testing.assert_array_equal(cal.score_at(single), exact)
 
 
 def test_cosine_degrees_reads_a_cosine_as_an_angle():
@@ -291,6 +302,12 @@ def test_cosine_degrees_reads_a_cosine_as_an_angle():
     assert cosine_degrees(0.2) == pytest.approx(math.degrees(math.acos(0.2)))
     # float16 rounding can land a hair outside [-1, 1]; a real error cannot.
     assert cosine_degrees(np.float16(1.0005)) == 0.0
+    np.testing.assert_array_equal(cosine_degrees([-1.0005, 1.0005]), [180.0, 0.0])
+    # Computed in float64 whatever the input: a float32 cosine's angle is its exact value's angle.
+    single = np.float32([0.2, -0.7])
+    angles = cosine_degrees(single)
+    assert angles.dtype == np.float64
+    np.testing.assert_array_equal(angles, np.degrees(np.arccos(single.astype(np.float64))))
     assert cosine_degrees(np.zeros((2, 3))).shape == (2, 3)
     for bad in (1.5, -1.01, float("nan")):
         with pytest.raises(ValueError, match=r"cosines must lie in \[-1, 1\]"):

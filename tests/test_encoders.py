@@ -515,14 +515,20 @@ def test_a_non_square_dinov3_processor_sets_the_patch_grid_and_the_decode_side(t
     config = DINOv3ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
                              patch_size=8, image_size=32, num_register_tokens=4)
     DINOv3ViTModel(config).save_pretrained(tmp_path)
-    DINOv3ViTImageProcessor(size={"height": 48, "width": 32}).save_pretrained(tmp_path)
+    # 52 px high: six whole 8 px patches, and 4 px the patch convolution never reads.
+    DINOv3ViTImageProcessor(size={"height": 52, "width": 32}).save_pretrained(tmp_path)
     enc = vslib.load_encoder(tmp_path, device="cpu")
-    assert enc.decode_side == 2 * 48  # twice the larger side the model sees
+    assert enc.decode_side == 2 * 52  # twice the larger side the model sees
     feats = enc.patch_features(_images(1))
-    assert feats.shape == (1, 6, 4, 32)  # 48 / 8 rows, 32 / 8 columns
+    assert feats.shape == (1, 6, 4, 32)  # 52 // 8 rows, 32 / 8 columns
     tokens = enc.tokens(_images(1))[0, 1 + 4 :]
     np.testing.assert_allclose(feats[0].reshape(24, 32), tokens / np.linalg.norm(tokens, axis=1, keepdims=True),
                                atol=1e-5)
+    [grid] = enc.patch_grids(_images(1))
+    assert (grid.width, grid.height, grid.rows, grid.cols, grid.patches) == (32, 52, 6, 4, 24)
+    assert all(type(value) is int for value in (grid.rows, grid.cols, grid.patches))
+    view = enc.input_views(_images(1))[0]
+    assert view.shape == (52, 32, 3) and view.dtype == np.float32  # float32, as everything chapters get
 
 
 def test_siglip_loads_under_its_name_on_the_device_and_truncates_long_texts(offline_hub):
@@ -606,3 +612,23 @@ def test_official_dinotxt_files_load_from_the_folder_the_variable_names(tmp_path
                        match=r"^Model 'dinotxt-vitl16' \(facebook/dinov3-vitl16-pretrain-lvd1689m\) is not cached.*"
                              r"use the bundled 'tiny-dinotxt'\.$"):
         vslib.load_encoder("dinotxt-vitl16", device="cpu")
+
+
+def test_naflex_models_need_a_naflex_processor_and_fixed_models_refuse_a_patch_budget(offline_hub, tmp_path):
+    from transformers import Siglip2Config, Siglip2Model, SiglipImageProcessor
+
+    from vslib.zoo.siglip import build_tokenizer
+
+    text = dict(vocab_size=len(build_tokenizer(64)), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                num_attention_heads=2, max_position_embeddings=64, projection_size=32)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, patch_size=8,
+                  num_patches=16)
+    Siglip2Model(Siglip2Config(text_config=text, vision_config=vision)).save_pretrained(tmp_path)
+    SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path)  # the fixed kind
+    build_tokenizer(64).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"^.* is a NaFlex model \(Siglip2Model\) but its image processor, "
+                                         r"SiglipImageProcessor, makes no spatial_shapes or pixel_attention_mask; "
+                                         r"it needs a Siglip2ImageProcessor$"):
+        vslib.load_encoder(tmp_path, device="cpu")
+    with pytest.raises(ValueError, match="fixed-resolution SigLIP model that squashes every image to 32x32"):
+        vslib.load_encoder("siglip2-base-patch16-224", device="cpu", max_num_patches=64)
