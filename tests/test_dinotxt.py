@@ -195,9 +195,10 @@ def test_hand_written_merges_match_reference():
     merges = [("r", "e"), ("re", "d</w>"), ("c", "i"), ("ci", "r"), ("l", "e</w>"), ("cir", "c"), ("circ", "le</w>")]
     tokenizer = ClipTokenizer(merges)
     assert tokenizer.vocab_size == 512 + len(merges) + 2
-    for text in ["red circle", "reddish circles", "circ red"]:
+    for text in ["red circle", "reddish circles", "circ red", "RED  Circle"]:
         assert tokenizer.encode(text) == reference_encode(text, merges)
     assert tokenizer.encode("red circle") == [512 + 1, 512 + 6]
+    assert tokenizer.decode(tokenizer.tokenize("RED  Circle")[0]) == "red circle"
 
 
 def test_decode_round_trip(tokenizer):
@@ -225,6 +226,9 @@ def test_vocab_file_round_trip(tmp_path, merges, tokenizer):
     assert smaller.vocab_size == 524 and smaller.merges == merges[:10]
     with pytest.raises(ValueError, match="fewer than"):
         ClipTokenizer.from_file(path, vocab_size=514 + len(merges) + 1)
+    assert ClipTokenizer.from_file(path, vocab_size=514).merges == []  # bytes and specials only
+    with pytest.raises(ValueError, match="^vocab_size must be at least 514, got 513$"):
+        ClipTokenizer.from_file(path, vocab_size=513)
     write_bpe_vocab(merges, tmp_path / "again.txt.gz")
     assert (tmp_path / "again.txt.gz").read_bytes() == path.read_bytes()
     assert path.read_bytes()[4:8] == bytes(4)  # the gzip header's time stamp is zero, not the clock
@@ -237,6 +241,9 @@ def test_bad_vocab_files(tmp_path):
     bad.write_bytes(gzip.compress(b"#version: 0.2\na b\nnot-a-pair\n"))
     with pytest.raises(ValueError, match="line 3"):
         read_bpe_merges(bad)
+    blank = tmp_path / "blank.txt.gz"
+    blank.write_bytes(gzip.compress(b"#version: 0.2\na b\n\nc d\n"))  # a blank line is skipped, not the end
+    assert read_bpe_merges(blank) == [("a", "b"), ("c", "d")]
     with pytest.raises(FileNotFoundError, match="nowhere"):
         read_bpe_merges(tmp_path / "nowhere.txt.gz")
     with pytest.raises(ValueError, match="whitespace"):
@@ -255,6 +262,10 @@ def test_train_bpe_merges(merges):
     assert len(tokenizer.encode("photo")) == 1  # a frequent word became one token
     assert train_bpe_merges(list(reversed(CORPUS * 3)), 60) == merges  # order does not matter
     assert train_bpe_merges(["ab"], 50) == [("a", "b</w>")]  # the corpus runs out of pairs
+    # A pair's count sums over the words that hold it: (a, b) is in "abc" and "abd", 2 in all,
+    # and beats (x, y</w>) at 2 alphabetically; then (ab, c) is in two words, 2 again.
+    assert train_bpe_merges(["abc abd xy xy"], 1) == [("a", "b")]
+    assert train_bpe_merges(["abce abcf xy xy"], 2) == [("a", "b"), ("ab", "c")]
     # Counts by hand: "ab" x3 -> (a, b</w>) 3; then "ac" and "bc" tie at 1, alphabetical order wins.
     assert train_bpe_merges(["ab ab ab ac bc"], 3) == [("a", "b</w>"), ("a", "c</w>"), ("b", "c</w>")]
     with pytest.raises(ValueError, match="num_merges must be >= 0, got -1"):

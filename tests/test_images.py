@@ -215,11 +215,12 @@ def test_scan_reports_unsupported_formats_and_skips_symlink_loops(tmp_path: Path
     (tmp_path / "a" / "notes.txt").write_text("ignored")
     (tmp_path / "a" / "empty.png").write_bytes(b"")
     (tmp_path / "a" / "loop").symlink_to(tmp_path, target_is_directory=True)
+    Image.new("RGB", (4, 4)).save(tmp_path / "a" / "zebra.png")  # after the HEIC file: still listed
     scan = scan_folder(tmp_path)
-    assert [p.name for p in scan.files] == ["ok.png"]
-    assert sorted((p.name, r.split(" (")[0]) for p, r in scan.skipped) == [
-        ("empty.png", "empty file"), ("phone.heic", "unsupported format")]
-    with pytest.raises(NotADirectoryError):
+    assert [p.name for p in scan.files] == ["ok.png", "zebra.png"]
+    assert sorted((p.name, r) for p, r in scan.skipped) == [
+        ("empty.png", "empty file (0 bytes)"), ("phone.heic", "unsupported format (.heic): convert it to JPEG or PNG")]
+    with pytest.raises(NotADirectoryError, match="ok.png is not a folder$"):
         scan_folder(tmp_path / "a" / "ok.png")
 
 
@@ -246,8 +247,9 @@ def test_as_image_takes_images_and_paths_only(tmp_path: Path):
         assert image.mode == "RGB" and image.getpixel((1, 1)) == (9, 9, 9)
     with pytest.raises(TypeError, match="expected a PIL image or a path, got int"):
         as_image(3)
-    with pytest.raises(ImageLoadError, match="not a regular file"):
+    with pytest.raises(ImageLoadError, match=": not a regular file$") as info:
         load_image(tmp_path)
+    assert info.value.path == str(tmp_path)
 
 
 def test_scan_skips_hidden_files_reads_any_suffix_case_and_reports_dangling_links(tmp_path: Path):
@@ -261,7 +263,7 @@ def test_scan_skips_hidden_files_reads_any_suffix_case_and_reports_dangling_link
     (tmp_path / "gone.png").symlink_to(tmp_path / "nowhere.png")
     scan = scan_folder(tmp_path)
     assert [p.relative_to(tmp_path).as_posix() for p in scan.files] == ["LOUD.PNG", "b/1.webp", "b/2.jpg"]
-    assert [(p.name, reason.split(" (")[0]) for p, reason in scan.skipped] == [("gone.png", "cannot read file")]
+    assert [(p.name, reason) for p, reason in scan.skipped] == [("gone.png", "cannot read file (No such file or directory)")]
 
 
 def _gradient(width: int, height: int) -> np.ndarray:
@@ -322,6 +324,13 @@ def test_jpeg_shrinks_in_the_decoder_by_a_power_of_two_other_formats_by_the_whol
     assert load_image(tmp_path / "photo.png", min_side=200).size == (251, 200)
     Image.fromarray(pixels.transpose(1, 0, 2)).save(tmp_path / "portrait.jpg", quality=95)
     assert load_image(tmp_path / "portrait.jpg", min_side=200).size == (400, 501)
+
+
+def test_an_image_exactly_at_the_pixel_cap_loads(tmp_path: Path):
+    Image.new("L", (100, 100)).save(tmp_path / "cap.png")
+    assert load_image(tmp_path / "cap.png", max_pixels=10_000).size == (100, 100)
+    with pytest.raises(ImageLoadError, match="too large"):
+        load_image(tmp_path / "cap.png", max_pixels=9_999)
 
 
 def test_the_pixel_cap_message_names_the_file_and_both_sizes(tmp_path: Path):
