@@ -144,6 +144,8 @@ REASONS: list[tuple[str, str, str, str, str]] = [
      "NumPy's choice tests replace for truth: None samples without replacement too"),
     ("index", "*search*", r"np.asarray\(query, dtype=np.float32\) -> .*np.asarray\(query, (dtype=None)?\)",
      "equivalent", "_as_matrix converts the query to float32 right after"),
+    ("zeroshot", "*evaluate_zero_shot*", r'"top1": topk_accuracy\(scores, labels, 1\),.* -> .*topk_accuracy\(scores, labels, \),',
+     "equivalent", "topk_accuracy's k defaults to 1"),
     ("index", "*__init__*", r'metric="cos", dtype=dtype.* -> .*Index\(ndim=self.dim, (metric=None, )?dtype=dtype',
      "equivalent", "USearch's metric defaults to cosine, and it reads None as that default"),
     ("index", "*_get*", r'dtype="f32"\) -> .*dtype="F32"\)', "equivalent",
