@@ -146,6 +146,9 @@ REASONS: list[tuple[str, str, str, str, str]] = [
      "equivalent", "_as_matrix converts the query to float32 right after"),
     ("calibration", "*fit_calibration*", r"and t > 1e-8: -> .*and t >= 1e-8:", "equivalent",
      "t is a power of two, never exactly 1e-8"),
+    ("calibration", "*fit_calibration*", r"if np.max\(np.abs\(t \* step\)\) < tol: -> .*<= tol:", "equivalent",
+     ("only an update exactly equal to tol tells them apart, which float updates do not hit (even with tol=0, "
+      "where an exactly zero update would count, 100 steps made none)")),
     ("calibration", "*fit_calibration*", r"t /= 2 -> t /= 3", "equivalent",
      ("the backtracking factor changes only the path to the optimum of a convex objective (checked on 800 "
       "random fits: the same convergence, the same fit to 5e-8)")),
@@ -184,7 +187,7 @@ REASONS: list[tuple[str, str, str, str, str]] = [
      r".*(if \(isinstance\(size, dict\)\) or True else|getattr\(size, key, \) for)", "equivalent",
      ("a size is a dict or transformers' SizeDict, which has .get() and every side field (None when unset), "
       "so reading it either way gives the same")),
-    ("encoders", "*", r"F.normalize\((emb|emb\[:, half:\]), dim=-1\) -> .*F.normalize\((emb|emb\[:, half:\]), (dim=\+1)?\)",
+    ("encoders", "*", r"F.normalize\((emb|emb\[:, half:\]), dim=-1\)\)? -> .*F.normalize\((emb|emb\[:, half:\]), (dim=\+1)?\)",
      "equivalent", "the embeddings are (N, D) matrices: dim 1 (normalize's default) is their last dimension"),
     ("encoders", "*DinoV3Encoder*patch_features*", r'shape\[-2\] // self.patch_size -> .*shape\[\+2\] // self.patch_size',
      "equivalent", "pixel_values is (N, C, H, W): index 2 and index -2 are both the height"),
