@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import linecache
 import math
 import os
 import warnings
@@ -144,6 +145,8 @@ def test_fit_warns_when_newton_has_not_converged():
     # (benchmarks/mutation_score.py) the caller is mutmut's trampoline in front of the function.
     caller = "trampoline.py" if "MUTANT_UNDER_TEST" in os.environ else os.path.basename(__file__)
     assert [os.path.basename(w.filename) for w in record] == [caller]
+    if "MUTANT_UNDER_TEST" in os.environ:  # the trampoline's line that calls the function, not its wrapper's
+        assert "_func(*call_args" in linecache.getline(record[0].filename, record[0].lineno)
 
 
 @pytest.mark.parametrize(
@@ -323,3 +326,89 @@ def test_random_cosine_sigmas_match_the_measured_spread_of_random_pairs():
     np.testing.assert_allclose(random_cosine_sigmas([0.1, -0.1], 100), [1.0, -1.0])
     with pytest.raises(ValueError, match="dim must be >= 2, got 1"):
         random_cosine_sigmas(0.2, 1)
+
+
+# -- what the complete mutation run (benchmarks/mutation_score.py) showed the tests above missed ---
+
+
+@pytest.mark.parametrize(
+    ("scores", "is_match", "l2"),
+    [
+        # Separable, with almost no penalty: a full Newton step overshoots here without the line search.
+        ([0.00, 0.03, 0.06, 0.10, 0.20, 0.24, 0.27, 0.30], [0, 0, 0, 0, 1, 1, 1, 1], 1e-9),
+        # One match far above 99 non-matches: a line search that starts beyond the Newton step stalls here.
+        (np.r_[np.linspace(0, 1, 99), 5.0], np.r_[np.zeros(99), 1], 1e-3),
+    ],
+)
+def test_fit_converges_on_separable_and_lopsided_data(scores, is_match, l2):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cal = fit_calibration(scores, np.asarray(is_match, dtype=bool), l2=l2)
+    assert math.isfinite(cal.threshold) and cal.temperature > 0
+
+
+def test_fit_gives_up_after_100_newton_steps_by_default():
+    scores, is_match = _sample(200, seed=8)
+    with pytest.warns(RuntimeWarning, match="did not converge in 100 Newton steps"):
+        fit_calibration(scores, is_match, tol=0.0)  # no update is below 0: it never converges
+
+
+def test_fit_refuses_labels_that_scores_do_not_explain_at_all():
+    # Symmetric around the mean score, matches at both ends: the fitted slope is exactly 0.
+    with pytest.raises(ValueError, match="slope"):
+        fit_calibration([-2.0, -1.0, 1.0, 2.0], [True, False, False, True])
+
+
+def test_reliability_defaults_to_ten_bins_and_allows_one():
+    assert len(reliability([0.5], [True]).bin_counts) == 10
+    one = reliability([0.2, 0.4, 0.9], [True, False, True], bins=1)
+    assert one.bin_counts.tolist() == [3]
+    assert one.ece == pytest.approx(abs(2 / 3 - 0.5))
+
+
+def test_a_bin_with_one_pair_counts_in_the_ece():
+    stats = reliability([0.15, 0.85, 0.85], [True, True, True])
+    assert stats.bin_counts[1] == 1
+    assert stats.ece == pytest.approx((0.85 + 2 * 0.15) / 3)
+
+
+def test_reliability_bins_float32_confidences_by_their_exact_values():
+    # float32(0.7) is 0.69999998..., which belongs to [0.6, 0.7); times 10 in float32 it rounds up to 7.
+    single = np.float32([0.7])
+    assert float(single[0]) < 0.7 and single[0] * np.float32(10) == 7
+    assert reliability(single, [True]).bin_counts.tolist() == [0] * 6 + [1] + [0] * 3
+
+
+def test_reliability_reads_is_match_as_truth_values_like_the_fit():
+    stats = reliability([0.55, 0.55, 0.55, 0.55], [2, 0, 1, 0])  # any non-zero count is a match
+    assert stats.bin_accuracy[5] == pytest.approx(0.5)
+
+
+def test_cosine_degrees_accepts_exactly_1e_3_beyond_the_range():
+    np.testing.assert_array_equal(cosine_degrees([1.001, -1.001]), [0.0, 180.0])
+
+
+def test_random_cosine_sigmas_in_two_dimensions_and_in_float64():
+    assert random_cosine_sigmas(0.5, 2) == pytest.approx(0.5 * math.sqrt(2))
+    assert random_cosine_sigmas(np.longdouble(0.5), 4).dtype == np.float64
+
+
+def test_random_unit_cosines_default_count_and_memory_bound(monkeypatch):
+    assert random_unit_cosines(8).shape == (2000,)
+    drawn = []
+    real_rng = np.random.default_rng
+
+    class Recording:
+        def __init__(self, seed):
+            self.rng = real_rng(seed)
+
+        def standard_normal(self, size):
+            drawn.append(size)
+            return self.rng.standard_normal(size)
+
+    monkeypatch.setattr(np.random, "default_rng", Recording)
+    # Each draw holds at most 2,000,000 numbers, or one vector when a single vector is longer.
+    random_unit_cosines(3, n=666_667)
+    random_unit_cosines(2_000_001, n=2)
+    assert max(m * d for m, d in drawn[:-4]) <= 2_000_000 and sum(m for m, _ in drawn[:-4]) == 2 * 666_667
+    assert drawn[-4:] == [(1, 2_000_001)] * 4

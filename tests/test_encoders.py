@@ -6,6 +6,7 @@ classes and saved as a Hugging Face cache snapshot; the hub stays switched off.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -632,3 +633,278 @@ def test_naflex_models_need_a_naflex_processor_and_fixed_models_refuse_a_patch_b
         vslib.load_encoder(tmp_path, device="cpu")
     with pytest.raises(ValueError, match="fixed-resolution SigLIP model that squashes every image to 32x32"):
         vslib.load_encoder("siglip2-base-patch16-224", device="cpu", max_num_patches=64)
+
+
+# -- what the complete mutation run (benchmarks/mutation_score.py) showed the tests above missed ---
+
+
+class _TextCountingEncoder(_CountingEncoder):
+    """A text-capable counting encoder: records the size of each text batch."""
+
+    supports_text = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text_batches: list[int] = []
+
+    def _embed_texts(self, texts):
+        self.text_batches.append(len(texts))
+        return torch.tensor([[len(t) + 1.0, 1.0, 2.0] for t in texts])
+
+
+def test_texts_go_in_batches_of_64_and_one_string_is_one_text():
+    enc = _TextCountingEncoder()
+    out = enc.encode_texts([f"text {i}" for i in range(65)])
+    assert out.shape == (65, 3) and enc.text_batches == [64, 1]
+    one = enc.encode_texts("a dog")
+    assert one.shape == (1, 3) and enc.text_batches[-1] == 1
+    np.testing.assert_allclose(one, enc.encode_texts(["a dog"]))
+
+
+def test_raw_embeddings_go_in_batches_of_32():
+    enc = _CountingEncoder()
+    assert enc.raw_embeddings(_images(40, size=(4, 4))).shape == (40, 3)
+    assert enc.batches == [32, 8]
+
+
+def test_nothing_to_encode_gives_an_empty_float32_matrix(tmp_path):
+    enc = _TextCountingEncoder()
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    results = [enc.encode_images([]), enc.encode_texts([]), enc.encode_files([tmp_path / "bad.png"]).vectors]
+    assert all(x.shape == (0, 3) and x.dtype == np.float32 for x in results)
+
+
+def test_encode_images_of_paths_passes_the_worker_count_on(tmp_path, monkeypatch):
+    seen = []
+    real_loader = torch.utils.data.DataLoader
+
+    def loader(*args, num_workers, **kwargs):
+        seen.append(num_workers)
+        return real_loader(*args, num_workers=0, **kwargs)
+
+    monkeypatch.setattr(torch.utils.data, "DataLoader", loader)
+    monkeypatch.setattr(encoders.os, "cpu_count", lambda: 8)
+    paths = _image_files(tmp_path / "files", 65)  # three batches: four workers unless told otherwise
+    _CountingEncoder().encode_images(paths, num_workers=1)
+    _CountingEncoder().encode_images(paths)
+    assert seen == [1, 4]
+
+
+def test_what_an_encoder_does_not_provide_is_a_clear_error_naming_it():
+    enc = _TextCountingEncoder()
+    with pytest.raises(NotImplementedError, match=r"^counting \(fake\) does not say its patch size$"):
+        enc.patch_grids(_images(1))
+    with pytest.raises(NotImplementedError, match=r"^counting \(fake\) does not say how it normalises images$"):
+        enc.input_views(_images(1))
+    with pytest.raises(NotImplementedError, match=r"^counting \(fake\) does not expose patch features$"):
+        enc.patch_features(_images(1))
+    with pytest.raises(NotImplementedError, match=r"^counting \(fake\) has no text space for patch features$"):
+        enc.patch_text_features(["a dog"])
+
+
+class _OvershootingEncoder(_CountingEncoder):
+    """Inputs whose un-normalised values leave [0, 1], as a resampling filter's overshoot can."""
+
+    def preprocess(self, images):
+        return {"pixel_values": torch.tensor([-3.0, -1.0, 0.0, 1.0, 3.0]).repeat(len(images), 3, 1, 1)}
+
+    def _normalisation(self):
+        return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+
+
+def test_input_views_are_clipped_to_zero_one():
+    [view] = _OvershootingEncoder().input_views(_images(1))
+    np.testing.assert_array_equal(view[0, :, 0], [0.0, 0.0, 0.5, 1.0, 1.0])
+
+
+def test_numpy_copies_to_the_cpu_whatever_the_device():
+    class OnAnotherDevice:  # a tensor on an accelerator, as far as _numpy can tell
+        def __init__(self) -> None:
+            self.asked: list[dict] = []
+
+        def detach(self):
+            return self
+
+        def to(self, **options):
+            self.asked.append(options)
+            return torch.ones(2, dtype=torch.float16).to(**options)
+
+    tensor = OnAnotherDevice()
+    out = encoders._numpy(tensor)
+    assert out.dtype == np.float32 and torch.device(tensor.asked[0]["device"]) == torch.device("cpu")
+
+
+def test_models_and_text_inputs_go_to_the_device_asked_for(offline_hub):
+    # The meta device holds no data: it shows where tensors go without an accelerator.
+    from vslib.zoo import checkpoint_path
+
+    meta = torch.device("meta")
+    for cls, name in [(encoders.DinoV3Encoder, "tiny-dinov3"), (encoders.SiglipEncoder, "tiny-siglip2"),
+                      (encoders.DinoTxtEncoder, "tiny-dinotxt")]:
+        enc = cls(name, checkpoint_path(name), meta, torch.float32)
+        assert {p.device for p in enc.model.parameters()} == {meta}, name
+    siglip = encoders.SiglipEncoder("tiny-siglip2", checkpoint_path("tiny-siglip2"), meta, torch.float32)
+    seen = []
+    real_features = siglip.model.get_text_features
+
+    def text_features(**inputs):
+        seen.append({value.device for value in inputs.values()})
+        return real_features(**inputs)
+
+    siglip.model.get_text_features = text_features
+    assert siglip._embed_texts(["a dog"]).device == meta and seen == [{meta}]  # the token ids went there too
+
+
+@pytest.mark.parametrize(
+    "size, sides",
+    [
+        ({"shortest_edge": 224}, [224]),
+        ({"height": 32, "width": 48}, [32, 48]),
+        ({"height": 0, "width": 1, "shortest_edge": None}, [1]),
+        (None, []),
+    ],
+)
+def test_processor_sides_reads_dicts_and_size_dicts(size, sides):
+    from transformers.image_processing_utils_fast import SizeDict
+
+    assert encoders._processor_sides(size) == sides
+    if size is not None:
+        assert encoders._processor_sides(SizeDict(**size)) == sides
+
+
+def test_a_processor_without_a_size_loads(monkeypatch):
+    from transformers import AutoImageProcessor
+
+    real = AutoImageProcessor.from_pretrained
+
+    def without_size(*args, **kwargs):
+        processor = real(*args, **kwargs)
+        del processor.size
+        return processor
+
+    monkeypatch.setattr(AutoImageProcessor, "from_pretrained", without_size)
+    enc = vslib.load_encoder("tiny-siglip2-naflex", device="cpu")
+    assert enc.decode_side is not None and not hasattr(enc._preprocess.processor, "size")
+
+
+class _FakeTerminal:
+    """stderr as an interactive terminal, which tqdm shows a bar on when not told either way."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def write(self, text: str) -> int:
+        self.text += text
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("count, shown", [(1, False), (2, False), (3, True), (4, True)])
+def test_on_a_terminal_a_bar_shows_by_itself_from_two_batches_on(monkeypatch, count, shown):
+    terminal = _FakeTerminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    _CountingEncoder().encode_images(_images(count, size=(4, 4)), batch_size=2)  # 1, 1, 2, 2 batches
+    assert ("encoding (counting)" in terminal.text) == shown
+    terminal.text = ""
+    _CountingEncoder().encode_images(_images(count, size=(4, 4)), batch_size=2, progress=False)
+    assert terminal.text == ""
+
+
+def test_an_empty_bar_counts_no_batches(capsys):
+    _CountingEncoder().encode_images([], progress=True)
+    err = capsys.readouterr().err
+    assert "encoding (counting)" in err and "/1 [" not in err  # no batch to count, not one
+
+
+def test_the_fingerprint_names_the_model_and_hashes_its_files(offline_hub):
+    from vslib.fingerprint import model_fingerprint
+    from vslib.zoo import checkpoint_path
+
+    enc = vslib.load_encoder("tiny-dinov3", device="cpu")
+    assert enc.fingerprint == model_fingerprint("tiny-dinov3", checkpoint_path("tiny-dinov3"))
+    assert enc.fingerprint.startswith("tiny-dinov3@sha256:")
+
+
+def _naflex_copy(tmp_path: Path, tokenizer_class: str | None) -> Path:
+    import json
+    import shutil
+
+    from vslib.zoo import checkpoint_path
+
+    folder = tmp_path / "naflex"
+    shutil.copytree(checkpoint_path("tiny-siglip2-naflex"), folder)
+    config_file = folder / "tokenizer_config.json"
+    if tokenizer_class is None:
+        config_file.unlink()
+    else:
+        config = json.loads(config_file.read_text())
+        config["tokenizer_class"] = tokenizer_class
+        config_file.write_text(json.dumps(config))
+    return folder
+
+
+def test_a_declared_fast_tokenizer_is_loaded_from_the_files(tmp_path):
+    from vslib.zoo import checkpoint_path
+
+    bundled = encoders._siglip_tokenizer(checkpoint_path("tiny-siglip2-naflex"))
+    declared = encoders._siglip_tokenizer(_naflex_copy(tmp_path, "PreTrainedTokenizerFast"))
+    # AutoTokenizer would build SigLIP 2's own Gemma-style tokenizer, which splits these words otherwise.
+    assert declared("a red circle")["input_ids"] == bundled("a red circle")["input_ids"]
+
+
+def test_without_a_tokenizer_config_auto_tokenizer_decides(tmp_path):
+    from transformers import AutoTokenizer
+
+    folder = _naflex_copy(tmp_path, None)
+    tokenizer = encoders._siglip_tokenizer(folder)
+    assert type(tokenizer) is type(AutoTokenizer.from_pretrained(folder))
+    assert tokenizer("a red circle")["input_ids"] == AutoTokenizer.from_pretrained(folder)("a red circle")["input_ids"]
+
+
+def test_official_dinotxt_files_without_a_config_use_the_release_configuration(tmp_path, monkeypatch):
+    from vslib import dinotxt
+
+    folder = tmp_path / "dinotxt"
+    _official_dinotxt_folder(folder)
+    (folder / registry.DINOTXT_CONFIG_FILE).unlink()
+    asked = []
+
+    def load(*args, **kwargs):
+        asked.append(kwargs.get("config", "missing"))
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(dinotxt, "load_dinotxt", load)
+    with pytest.raises(RuntimeError, match="stop here"):
+        encoders.DinoTxtEncoder("dinotxt-vitl16", folder, torch.device("cpu"), torch.float32)
+    assert asked == [None]
+
+
+def test_dinotxt_backbone_weights_are_the_models_own():
+    from vslib.zoo import checkpoint_path
+
+    enc = encoders.DinoTxtEncoder("tiny-dinotxt", checkpoint_path("tiny-dinotxt"), torch.device("cpu"),
+                                  torch.float32)
+    weights = enc.backbone_weights()
+    assert weights and all(w.dtype == np.float32 for w in weights.values())
+    total = sum(p.numel() for p in enc.model.backbone.parameters())
+    assert sum(w.size for w in weights.values()) == total
+
+
+@pytest.mark.parametrize("budget", [1, 16, 17, 256])
+def test_a_naflex_patch_budget_sets_the_decoding_side(budget):
+    import math
+
+    enc = vslib.load_encoder("tiny-siglip2-naflex", device="cpu", max_num_patches=budget)
+    assert enc.max_num_patches == budget
+    # The shorter side of an input is at most patch * ceil(sqrt(budget)) pixels; decode twice that.
+    assert enc.decode_side == 2 * enc.patch_size * math.ceil(math.sqrt(budget))
+
+
+def test_a_patch_budget_must_be_a_whole_number():
+    with pytest.raises(ValueError, match="max_num_patches must be a positive whole number, got 2.5"):
+        vslib.load_encoder("tiny-siglip2-naflex", device="cpu", max_num_patches=2.5)

@@ -7,6 +7,7 @@ thumbnail through a fixed random projection and counts the images it embeds.
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import stat
@@ -488,13 +489,17 @@ def test_add_vectors_passes_threads_to_usearch(monkeypatch):
 
 
 def test_a_save_passes_every_save_point_in_order_and_syncs_the_folder(tmp_path, monkeypatch):
-    seen, synced_folders = [], []
+    seen, synced_folders, synced_files = [], [], []
     monkeypatch.setattr(index_module, "SAVE_HOOK", seen.append)
     real_fsync = os.fsync
 
     def fsync(descriptor):
         if stat.S_ISDIR(os.fstat(descriptor).st_mode):
             synced_folders.append(descriptor)
+        elif os.name == "posix":  # files are synced through a descriptor open for writing (Windows needs one)
+            import fcntl
+
+            synced_files.append(fcntl.fcntl(descriptor, fcntl.F_GETFL) & os.O_ACCMODE)
         real_fsync(descriptor)
 
     monkeypatch.setattr(index_module.os, "fsync", fsync)
@@ -503,6 +508,8 @@ def test_a_save_passes_every_save_point_in_order_and_syncs_the_folder(tmp_path, 
     index.save(tmp_path / "x.index")
     assert seen == list(index_module.SAVE_POINTS)
     assert len(synced_folders) == 1  # the renames are made durable (POSIX)
+    if os.name == "posix":  # the vectors file and the manifest
+        assert len(synced_files) == 2 and os.O_RDONLY not in synced_files
 
 
 def test_an_empty_index_has_no_vectors_and_refuses_recall():
@@ -630,3 +637,452 @@ def test_a_file_that_cannot_be_read_while_updating_is_skipped_and_the_rest_goes_
     assert report.removed == ["green.jpg"] and "green.jpg" not in index
     assert report.updated == ["red.png"]  # the file after it was still looked at
     assert report.unchanged == ["nested/blue.png"]
+
+
+# -- what the mutation run (benchmarks/mutation_score.py) showed the tests above missed -----------
+
+
+def _poor_graph(n: int = 3000, dim: int = 16) -> tuple[ImageIndex, np.ndarray]:
+    """A deliberately sparse graph (one-wide search) whose approximate answers miss neighbours."""
+    vectors = unit_rows(np.random.default_rng(11).normal(size=(n, dim)))
+    index = ImageIndex(dim, "m", dtype="f32", connectivity=2, expansion_add=2, expansion_search=1)
+    index.add_vectors(vectors, threads=1)
+    return index, vectors
+
+
+def test_an_index_of_one_dimension_is_allowed_and_a_new_index_is_writable():
+    index = ImageIndex(1, "m", dtype="f32")
+    index.add_vectors(np.array([[2.0], [-3.0]]), paths=["up", "down"])
+    assert [hit.path for hit in index.search(np.array([5.0]), k=2)] == ["up", "down"]
+    assert index.read_only is False
+
+
+def test_a_view_says_so_in_its_repr(tmp_path):
+    index = ImageIndex(4, "m", dtype="f32")
+    index.add_vectors(np.eye(4))
+    index.save(tmp_path / "r.index")
+    assert repr(ImageIndex.load(tmp_path / "r.index", view=True)).endswith("dtype=f32, view)")
+    assert repr(ImageIndex.load(tmp_path / "r.index")).endswith("dtype=f32)")
+
+
+def test_a_wrong_dimension_names_the_query_or_the_encoder(photos, encoder):
+    index = built(photos, encoder)
+    with pytest.raises(ValueError, match=r"^query has dimension 8\b"):
+        index.search(np.ones(8))
+    with pytest.raises(ValueError, match=r"^encoder 'fake-colour' has dimension 24\b"):
+        index.check_encoder(FakeEncoder(encoder.name, dim=24))
+
+
+class PlainEncoder:
+    """An encoder by duck typing: a name, a dimension and encode_files, but no fingerprint."""
+
+    def __init__(self) -> None:
+        self._inner = FakeEncoder()
+        self.name, self.dim = self._inner.name, self._inner.dim
+
+    def encode_files(self, paths, **options):
+        return self._inner.encode_files(paths, **options)
+
+
+def test_an_encoder_without_a_fingerprint_attribute_is_accepted(photos):
+    index = ImageIndex(16, "fake-colour")
+    report = index.update_folder(photos, PlainEncoder())
+    assert len(report.added) == 3 and index.model_fingerprint is None
+    index.check_encoder(PlainEncoder())
+
+
+class RecordingEncoder(FakeEncoder):
+    """Records the options update_folder passes on to encode_files."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.options: list[tuple] = []
+
+    def encode_files(self, paths, batch_size=32, progress=None, num_workers=None):
+        self.options.append((batch_size, progress, num_workers))
+        return super().encode_files(paths, batch_size=batch_size, progress=progress, num_workers=num_workers)
+
+
+def test_update_passes_batch_size_progress_and_workers_to_the_encoder(photos):
+    import inspect
+
+    encoder = RecordingEncoder()
+    ImageIndex(encoder.dim, encoder.name).update_folder(photos, encoder, batch_size=2, progress=False, num_workers=0)
+    ImageIndex(encoder.dim, encoder.name).update_folder(photos, encoder)
+    # By default it batches like encode_files itself, and leaves the bar and the workers to it.
+    default_batch = inspect.signature(Encoder.encode_files).parameters["batch_size"].default
+    assert encoder.options == [(2, False, 0), (default_batch, None, None)]
+
+
+def test_a_file_that_becomes_empty_is_removed_once_and_reported(photos, encoder):
+    index = built(photos, encoder)
+    (photos / "red.png").write_bytes(b"")
+    report = index.update_folder(photos, encoder)
+    assert report.removed == ["red.png"]
+    assert report.skipped == [("red.png", "empty file (0 bytes)")]
+    assert "red.png" not in index and len(index) == 2
+
+
+# -- paths ---------------------------------------------------------------------------------------
+
+
+def test_add_reads_size_mtime_and_hash_of_an_existing_file(photos):
+    index = ImageIndex(16, "m")
+    red = photos / "red.png"
+    index.add([red], np.ones((1, 16)))
+    record = index.record(red)
+    assert (record.size, record.mtime_ns) == (red.stat().st_size, red.stat().st_mtime_ns)
+    assert record.sha256 == index_module.file_sha256(red)
+
+
+def test_paths_without_a_root_are_stored_as_normal_posix_strings(tmp_path):
+    index = ImageIndex(4, "m")
+    absolute = tmp_path / "a.png"
+    index.add([absolute, f"{tmp_path}//b.png", Path("sub/c.png"), "sub/./d.png"], np.eye(4))
+    # Absolute paths are normalised (one spelling per file); relative strings are labels, kept as given.
+    assert index.paths == [absolute.as_posix(), (tmp_path / "b.png").as_posix(), "sub/c.png", "sub/./d.png"]
+    assert all(type(path) is str for path in index.paths)
+    assert absolute in index and str(tmp_path / "b.png") in index and Path("sub/c.png") in index
+
+
+def test_vectors_without_paths_are_named_after_their_keys():
+    index = ImageIndex(4, "m")
+    first = index.add_vectors(np.eye(4)[:2])
+    second = index.add_vectors(np.eye(4)[2:])
+    assert index.paths == [f"vector-{key}" for key in first + second] == ["vector-0", "vector-1", "vector-2",
+                                                                          "vector-3"]
+
+
+def test_remove_lists_up_to_five_missing_paths_and_marks_only_a_longer_list():
+    index = ImageIndex(4, "m")
+    with pytest.raises(KeyError) as five:
+        index.remove(["a", "b", "c", "d", "e"])
+    assert "a, b, c, d, e" in str(five.value) and "..." not in str(five.value) and "XX" not in str(five.value)
+    with pytest.raises(KeyError) as one:
+        index.remove(["a"])
+    assert str(one.value) == "'not in the index: a'"
+
+
+# -- searching and recall ------------------------------------------------------------------------
+
+
+def test_search_defaults_to_ten_hits_from_the_graph_and_exact_search_is_exact():
+    index, vectors = _poor_graph()
+    queries = unit_rows(np.random.default_rng(12).normal(size=(50, 16)))
+    default = index.search(queries)
+    assert all(len(row) == 10 for row in default)
+    assert default == index.search(queries, k=10, exact=False)
+    exact = index.search(queries, k=10, exact=True)
+    truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
+    assert [{hit.key for hit in row} for row in exact] == [set(row) for row in truth.tolist()]
+    assert default != exact  # this graph misses neighbours, so the default did not search exactly
+
+
+def test_scores_are_cosines_within_minus_one_and_one():
+    # In i8 a vector and its opposite can come out a hair beyond distance 2: this one does.
+    vector = unit_rows(np.random.default_rng(0).normal(size=(100, 16)))[28]
+    index = ImageIndex(16, "m", dtype="i8")
+    index.add_vectors(np.stack([vector, -vector]), paths=["it", "opposite"])
+    assert index._index.search(vector, 2, exact=True).distances.max() > 2.0
+    hits = index.search(vector, k=2, exact=True)
+    assert [hit.path for hit in hits] == ["it", "opposite"] and hits[1].score == -1.0
+    assert index.near_duplicates(threshold=-2.0) == [("it", "opposite", -1.0)]
+
+
+def test_recall_defaults_and_the_stored_vectors_it_samples(monkeypatch):
+    index, _ = _poor_graph(1500)
+    queries = unit_rows(np.random.default_rng(13).normal(size=(40, 16)))
+    assert index.recall_at_k(queries) == index.recall_at_k(queries, k=10) != index.recall_at_k(queries, k=11)
+    assert index.recall_at_k(queries[:1], k=1) in (0.0, 1.0)  # one query, one neighbour
+    with pytest.raises(ValueError, match="k must be at least 1, got 0"):
+        index.recall_at_k(queries, k=0)
+
+    drawn: list[list[int]] = []
+    real_get = index._get
+    monkeypatch.setattr(index, "_get", lambda keys: drawn.append(list(keys)) or real_get(keys))
+    index.recall_at_k()
+    index.recall_at_k(sample=1000, seed=0)
+    index.recall_at_k(sample=700, seed=5)
+    index.recall_at_k(sample=700, seed=5)
+    index.recall_at_k(sample=700, seed=6)
+    index.recall_at_k(sample=1500, seed=7)
+    default, explicit, first, again, other, whole = drawn
+    assert len(default) == 1000 and default == explicit  # 1000 queries drawn with seed 0 by default
+    assert len(set(first)) == 700 and set(first) <= set(range(1500))  # distinct stored vectors
+    assert first == again and first != other  # the seed decides the sample
+    assert whole == list(range(1500))  # an index no larger than the sample is queried whole, without a draw
+
+
+# -- near duplicates -----------------------------------------------------------------------------
+
+
+def _chain(tmp_count: int = 12, step: float = 0.02) -> np.ndarray:
+    """Unit vectors along an arc, ``step`` radians apart: each one's nearest are its neighbours on it."""
+    angles = step * np.arange(tmp_count)
+    chain = np.zeros((tmp_count, 8))
+    chain[:, 0], chain[:, 1] = np.cos(angles), np.sin(angles)
+    return chain
+
+
+def test_near_duplicates_default_threshold_and_neighbour_count():
+    index = ImageIndex(8, "m", dtype="f32")
+    names = [f"c{i:02d}" for i in range(12)]
+    index.add_vectors(_chain(), paths=names)
+    apart = np.zeros((2, 8))
+    apart[0, 2] = 1.0
+    apart[1, 2], apart[1, 3] = 0.94, np.sqrt(1 - 0.94**2)  # cosine 0.94, orthogonal to the chain
+    index.add_vectors(apart, paths=["e1", "e2"])
+    every_pair = {(a, b) for i, a in enumerate(names) for b in names[i + 1:]}
+    # All 66 chain pairs have cosine >= cos(0.22) > 0.975, but with the default k = 10 each image
+    # sees 10 others: the two ends of the chain see everything but each other.
+    pairs = index.near_duplicates()
+    assert {(a, b) for a, b, _ in pairs} == every_pair - {("c00", "c11")}
+    assert {(a, b) for a, b, _ in index.near_duplicates(k=11)} == every_pair
+    assert ("e1", "e2") in {(a, b) for a, b, _ in index.near_duplicates(threshold=0.9)}
+
+
+def test_near_duplicates_with_equal_scores_are_sorted_by_path():
+    index = ImageIndex(4, "m", dtype="f32")
+    index.add_vectors(np.ones((4, 4)), paths=["d", "c", "b", "a"])  # identical vectors, added in reverse
+    pairs = index.near_duplicates()
+    assert pairs == [(a, b, 1.0) for a, b in [("a", "b"), ("a", "c"), ("a", "d"), ("b", "c"), ("b", "d"), ("c", "d")]]
+
+
+def test_near_duplicate_scores_do_not_depend_on_the_order_of_adding():
+    # In i8 (and f16) a pair's score seen from one side can differ in the last digits from the
+    # other side's; the larger is reported, whichever image came first.
+    rng = np.random.default_rng(14)
+    centres = rng.normal(size=(6, 32))
+    vectors = unit_rows(centres[rng.integers(0, 6, 60)] + rng.normal(0, 0.1, (60, 32)))
+    names = [f"v{i:02d}" for i in range(60)]
+    found = []
+    for order in (range(60), range(59, -1, -1)):
+        index = ImageIndex(32, "m", dtype="i8")
+        index.add_vectors(vectors[list(order)], paths=[names[i] for i in order], threads=1)
+        found.append({(a, b): s for a, b, s in index.near_duplicates(threshold=0.9, k=20)})
+    assert len(found[0]) > 50 and found[0] == found[1]
+
+
+def test_near_duplicates_use_the_graph_like_search():
+    index, _ = _poor_graph()
+    expected = set()
+    for path, row in zip(index.paths, index.search(index.vectors(), k=3)):
+        expected |= {tuple(sorted((path, hit.path))) for hit in row if hit.path != path}
+    found = {(a, b) for a, b, _ in index.near_duplicates(threshold=-1.0, k=2)}
+    assert found == expected
+
+
+# -- folders, saves and loads --------------------------------------------------------------------
+
+
+def _saved(folder: Path, n: int = 4, dim: int = 4) -> ImageIndex:
+    index = ImageIndex(dim, "m", dtype="f32")
+    index.add_vectors(np.eye(dim)[:n], paths=[f"p{i}" for i in range(n)])
+    index.save(folder)
+    return index
+
+
+def _edit_manifest(folder: Path, edit) -> None:
+    manifest = folder / index_module.MANIFEST
+    data = json.loads(manifest.read_text())
+    edit(data)
+    manifest.write_text(json.dumps(data))
+
+
+def test_folder_state_and_exists_tell_what_a_path_holds(tmp_path):
+    assert ImageIndex.folder_state(tmp_path / "none") == "missing" and not ImageIndex.exists(tmp_path / "none")
+    (tmp_path / "file").write_text("x")
+    assert ImageIndex.folder_state(tmp_path / "file") == "file" and not ImageIndex.exists(tmp_path / "file")
+    (tmp_path / "empty").mkdir()
+    assert ImageIndex.folder_state(tmp_path / "empty") == "new" and not ImageIndex.exists(tmp_path / "empty")
+    leftovers = tmp_path / "leftovers"
+    leftovers.mkdir()
+    for name in ("vectors-ab12.usearch", "vectors-cd34.usearch.tmp", f".{index_module.MANIFEST}.ef56.tmp"):
+        (leftovers / name).write_bytes(b"half written")
+    assert ImageIndex.folder_state(leftovers) == "new"
+    saved = tmp_path / "deep" / "er" / "x.index"  # missing parents are created
+    _saved(saved)
+    assert ImageIndex.folder_state(saved) == "index" and ImageIndex.exists(saved)
+    assert ImageIndex.exists(str(saved))
+    # Names that only look like a save's files on one side are someone else's.
+    for name in ("vectors-notes.txt", "draft.usearch", "draft.tmp", f".{index_module.MANIFEST}.bak",
+                 f"{index_module.MANIFEST}.tmp"):
+        folder = tmp_path / f"foreign-{name}"
+        folder.mkdir()
+        (folder / name).write_text("keep me")
+        assert ImageIndex.folder_state(folder) == "foreign", name
+
+
+def test_a_save_keeps_files_in_the_index_folder_that_it_did_not_write(tmp_path):
+    folder = tmp_path / "x.index"
+    index = _saved(folder)
+    mine = ["vectors-notes.txt", "draft.usearch", "draft.tmp", f".{index_module.MANIFEST}.bak"]
+    for name in mine:
+        (folder / name).write_text("keep me")
+    index.save(folder)
+    assert all((folder / name).read_text() == "keep me" for name in mine)
+    assert len(list(folder.glob("vectors-*.usearch"))) == 1
+
+
+def test_a_save_waits_for_another_writer_unless_told_not_to(tmp_path, capsys):
+    import threading
+
+    from vslib.indexlock import IndexLockedError, writer_lock
+
+    folder = tmp_path / "w.index"
+    index = ImageIndex(4, "m")
+    index.add_vectors(np.eye(4))
+    held, release = threading.Event(), threading.Event()
+
+    def other_writer():
+        with writer_lock(folder):
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=other_writer)
+    thread.start()
+    try:
+        assert held.wait(30)
+        with pytest.raises(IndexLockedError):
+            index.save(folder, wait=False)
+        threading.Timer(0.5, release.set).start()
+        index.save(folder)  # waits, then saves
+    finally:
+        release.set()
+        thread.join()
+    assert "waiting for another process" in capsys.readouterr().err
+    assert len(ImageIndex.load(folder)) == 4
+
+
+def test_load_checks_the_vectors_checksum_by_default(tmp_path):
+    folder = tmp_path / "c.index"
+    _saved(folder)
+    vectors_file = next(folder.glob("vectors-*.usearch"))
+    data = bytearray(vectors_file.read_bytes())
+    data[-1] ^= 0xFF  # the same size, other bytes
+    vectors_file.write_bytes(bytes(data))
+    with pytest.raises(index_module.IndexFormatError, match=rf"{folder} is damaged: .*checksum"):
+        ImageIndex.load(folder)
+
+
+def test_load_refuses_records_that_do_not_match_the_vectors(tmp_path):
+    folder = tmp_path / "m.index"
+    _saved(folder)
+    _edit_manifest(folder, lambda data: data["images"].pop())
+    with pytest.raises(index_module.IndexFormatError, match=rf"{folder} is damaged: .*vectors.*metadata records"):
+        ImageIndex.load(folder)
+
+
+@pytest.mark.parametrize("field, value", [("dim", 8), ("dtype", "f16")])
+def test_load_refuses_a_vectors_file_of_another_dimension_or_type(tmp_path, field, value):
+    folder = tmp_path / "h.index"
+    _saved(folder)
+
+    def edit(data):
+        data[field] = value
+        for record in data["images"]:
+            if field in record:
+                record[field] = value
+
+    _edit_manifest(folder, edit)
+    with pytest.raises(index_module.IndexFormatError, match=r"does not hold f(32|16) vectors of dimension (4|8)"):
+        ImageIndex.load(folder)
+
+
+def test_the_model_fingerprint_and_an_absent_root_survive_a_save(photos, tmp_path):
+    encoder = FakeEncoder()
+    encoder.fingerprint = "fake-colour@sha256:" + "a" * 64
+    built(photos, encoder).save(tmp_path / "f.index")
+    loaded = ImageIndex.load(tmp_path / "f.index")
+    assert loaded.model_fingerprint == encoder.fingerprint
+    retrained = FakeEncoder()
+    retrained.fingerprint = "fake-colour@sha256:" + "b" * 64
+    with pytest.raises(ValueError, match="other weights"):
+        loaded.check_encoder(retrained)
+    _saved(tmp_path / "plain.index")
+    assert ImageIndex.load(tmp_path / "plain.index").root is None
+
+
+def test_a_load_that_meets_a_save_reads_the_new_manifest(tmp_path, monkeypatch):
+    folder = tmp_path / "race.index"
+    _saved(folder)
+    newer = ImageIndex(4, "m", dtype="f32")
+    newer.add_vectors(np.eye(4)[:2], paths=["x", "y"])
+    real_parse = index_module.parse_manifest
+    saves = []
+
+    def parse_then_a_save_commits(data, where):
+        manifest = real_parse(data, where)
+        if not saves:  # another writer commits and deletes the vectors file this manifest names
+            saves.append(newer.save(folder))
+        return manifest
+
+    monkeypatch.setattr(index_module, "parse_manifest", parse_then_a_save_commits)
+    assert ImageIndex.load(folder).paths == ["x", "y"]
+
+
+def test_a_vectors_file_that_vanishes_while_its_header_is_read_means_a_newer_save(tmp_path, monkeypatch):
+    folder = tmp_path / "race.index"
+    _saved(folder)
+    newer = ImageIndex(4, "m", dtype="f32")
+    newer.add_vectors(np.eye(4)[:3], paths=["x", "y", "z"])
+    real_metadata = index_module.Index.metadata
+    saves = []
+
+    def metadata_after_a_save(path):
+        if not saves:  # a save commits between the size check and the header read
+            saves.append(newer.save(folder))
+        return real_metadata(path)
+
+    monkeypatch.setattr(index_module.Index, "metadata", staticmethod(metadata_after_a_save))
+    assert ImageIndex.load(folder).paths == ["x", "y", "z"]
+
+
+def test_an_unreadable_manifest_is_a_format_error_naming_it(tmp_path):
+    folder = tmp_path / "loop.index"
+    folder.mkdir()
+    (folder / index_module.MANIFEST).symlink_to(index_module.MANIFEST)  # a link to itself
+    with pytest.raises(index_module.IndexFormatError, match=rf"cannot read {folder / index_module.MANIFEST}: "):
+        ImageIndex.load(folder)
+
+
+def test_a_failed_manifest_write_raises_its_error_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    folder = tmp_path / "x.index"
+    index = _saved(folder)
+    before = sorted(p.name for p in folder.iterdir())
+
+    def fail_fsync(descriptor):
+        raise OSError(28, "No space left on device")
+
+    def hook(point):
+        if point == "vectors renamed":  # the next write is the manifest's
+            monkeypatch.setattr(index_module.os, "fsync", fail_fsync)
+
+    monkeypatch.setattr(index_module, "SAVE_HOOK", hook)
+    with pytest.raises(OSError, match="No space left"):
+        index.save(folder)
+    monkeypatch.undo()
+    assert sorted(p.name for p in folder.iterdir()) == before
+    assert ImageIndex.load(folder).paths == index.paths
+
+
+def test_a_first_save_killed_at_any_point_leaves_a_folder_the_next_save_takes(tmp_path, monkeypatch):
+    folder = tmp_path / "k.index"
+    snapshots = []
+
+    def snapshot(point):  # what a kill at this point would leave behind
+        if folder.is_dir():
+            copy = tmp_path / f"killed-{len(snapshots)}"
+            shutil.copytree(folder, copy)
+            snapshots.append(copy)
+
+    monkeypatch.setattr(index_module, "SAVE_HOOK", snapshot)
+    index = ImageIndex(4, "m", dtype="f32")
+    index.add_vectors(np.eye(4))
+    index.save(folder)
+    monkeypatch.undo()
+    assert len(snapshots) >= 4
+    for copy in snapshots:
+        assert ImageIndex.folder_state(copy) in ("new", "index"), sorted(p.name for p in copy.iterdir())
+        index.save(copy)
+        assert len(list(copy.iterdir())) == 2 and ImageIndex.load(copy).paths == index.paths
