@@ -54,6 +54,9 @@ class DinoTxtRecipe:
     # frozen backbone: 1,000 steps (2 threads) reached zero-shot top-1 0.734 on test
     # (0.698, 0.694, 0.734 at steps 250, 500, 750), against 0.746 for the bundled run.
     shape_twins: bool = True
+    # A share of the training scenes out of their class's typical context (tiny-siglip2's
+    # recipe; only without shape twins).
+    mixed_fraction: float = 0.0
     # Every caption is a positive for each image of the batch it is true of (tiny-siglip2's recipe).
     true_captions: bool = True
     # Input side in pixels, 0 for the backbone's own. Like the released dino.txt, which reads
@@ -171,7 +174,8 @@ def train(out_dir: Path, recipe: DinoTxtRecipe | None = None, *, log_every: int 
                          "run python -m vslib.zoo.train tiny-dinov3 first")
     model = build(r, backbone_dir)
     g = torch.Generator().manual_seed(r.seed)
-    pool, sample = common.captioned_training_pool(r.train_scenes, model.image_size, r.shape_twins)
+    pool, sample = common.captioned_training_pool(r.train_scenes, model.image_size, r.shape_twins,
+                                                  r.mixed_fraction)
     print("caching frozen backbone tokens ...", flush=True)
     tokens = cached_tokens(model, pool.images)
     trainable = [p for p in model.parameters() if p.requires_grad]
