@@ -163,7 +163,7 @@ def _training_data(recipe: dict) -> str:
         m = int(round(n * mixed))
         context = (f"the first {n - m:,} follow their class's typical context, `synth.TYPICAL_CONTEXT`, with "
                    f"probability {synth.CONTEXT_PROBABILITY}; the last {m:,} never do, as in the `mixed` split, "
-                   "so that context alone cannot name every class and the image tower learns shape too")
+                   "so that context alone cannot name every class and the image side must learn shape too")
     return f"{what} (`vslib.synth`, seeds disjoint from val/test; {context})"
 
 
