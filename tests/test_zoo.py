@@ -29,7 +29,8 @@ def _tiny_dino(**options):
     return r, views, *dinov3.build(r)
 
 
-@pytest.mark.parametrize("options", [{}, {"sinkhorn": True, "koleo": 0.1}], ids=["centring", "sinkhorn-koleo"])
+@pytest.mark.parametrize("options", [{}, {"sinkhorn": True, "koleo": 0.1}, {"ibot": 1.0, "instance": 0.5}],
+                         ids=["centring", "sinkhorn-koleo", "ibot-instance"])
 def test_dino_steps_reduce_the_loss_against_a_fixed_teacher(options):
     # With the teacher and the centre held fixed (ema 1, centre momentum 1) the steps
     # must fit the student to the teacher's targets on the same views.
@@ -240,6 +241,57 @@ def test_appearance_views_share_geometry_and_the_globals_never_share_a_rendering
     for view in sources:  # every view is one of the scene's own renderings
         for n, i in enumerate(idx.tolist()):
             assert any(torch.equal(view[n], pool.images[i * 3 + a]) for a in range(3))
+
+
+def test_restyled_locals_keep_the_globals_on_the_scene_and_move_the_locals_off_it():
+    images = torch.arange(5 * 3).reshape(15, 1, 1, 1).expand(15, 3, 2, 2).to(torch.uint8)
+    idx = torch.arange(5).repeat(40)
+    g = torch.Generator().manual_seed(0)
+    always = dinov3.view_sources(images, idx, dinov3.DinoRecipe(appearances=3, local_crops=2, restyled_locals=1.0), g)
+    rendering = [v[:, 0, 0, 0] - 3 * idx for v in always]  # which rendering of its scene each view shows
+    assert len(always) == 4
+    assert (rendering[0] == 0).all() and (rendering[1] == 0).all()
+    for local in rendering[2:]:
+        assert ((local == 1) | (local == 2)).all()
+        assert (local == 1).any() and (local == 2).any()
+    half = dinov3.view_sources(images, idx, dinov3.DinoRecipe(appearances=3, local_crops=2, restyled_locals=0.5), g)
+    share = torch.cat([v[:, 0, 0, 0] - 3 * idx for v in half[2:]]).ne(0).float().mean().item()
+    assert 0.35 < share < 0.65
+
+
+def test_random_masks_follow_the_probability_and_the_ratio():
+    r = dinov3.DinoRecipe(mask_probability=0.5, mask_ratio=(0.25, 0.5))
+    masks = dinov3.random_masks(400, 16, r, torch.Generator().manual_seed(0))
+    counts = masks.sum(dim=1)
+    assert 0.4 < (counts > 0).float().mean().item() < 0.6
+    assert counts[counts > 0].min() >= 4 and counts.max() <= 8
+
+
+def test_ibot_loss_scores_only_masked_patches_against_the_teacher():
+    torch.manual_seed(0)
+    r = dinov3.DinoRecipe()
+    teacher = torch.tanh(torch.randn(4, 16, 32))  # head scores are cosines
+    masks = torch.zeros(4, 16, dtype=torch.bool)
+    masks[:, :6] = True
+    wrong = torch.tanh(torch.randn(4, 16, 32))
+    right = wrong.clone()
+    right[masks] = teacher[masks]  # agrees with the teacher exactly where it is masked
+    unmasked_right = teacher.clone()
+    unmasked_right[masks] = wrong[masks]  # agrees everywhere except at the masked patches
+    assert dinov3.ibot_loss(right, teacher, masks, r) < dinov3.ibot_loss(wrong, teacher, masks, r) - 0.5
+    assert dinov3.ibot_loss(unmasked_right, teacher, masks, r) == dinov3.ibot_loss(wrong, teacher, masks, r)
+    assert dinov3.ibot_loss(wrong, teacher, torch.zeros_like(masks), r) == 0
+
+
+def test_instance_loss_rewards_each_view_finding_its_own_twin():
+    torch.manual_seed(0)
+    a = torch.randn(8, 16)
+    twins = torch.cat([a, a + 0.01 * torch.randn(8, 16)])
+    swapped = torch.cat([a, a.roll(1, dims=0)])
+    assert dinov3.instance_loss(twins, 0.1) < 0.1
+    assert dinov3.instance_loss(swapped, 0.1) > 2.0
+    scaled = torch.cat([a, 3 * a])  # cosine, not dot product: the scale of a view does not matter
+    torch.testing.assert_close(dinov3.instance_loss(scaled, 0.1), dinov3.instance_loss(torch.cat([a, a]), 0.1))
 
 
 def test_pool_of_scenes_keeps_each_scene_with_its_labels_captions_and_facts():

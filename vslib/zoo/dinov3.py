@@ -81,9 +81,26 @@ class DinoRecipe:
     # reached 20-NN 0.295 on val at step 750 against about 0.21, but the full run (1,500 steps,
     # 2 threads) scored 0.224 on the test split against 0.222 without.
     repose: bool = False
+    # With ``appearances`` >= 2: both global views come from the scene's own rendering (its
+    # class's context, usually) and each local view, with this probability, from a restyled
+    # one. The student must then predict, from a crop whose colours and background are new,
+    # the teacher's output on the original: what the two share is the objects' shapes.
+    restyled_locals: float = 0.0
     # DINOv2's Sinkhorn-Knopp teacher targets instead of centring, and its KoLeo spreading term.
     sinkhorn: bool = True
     koleo: float = 0.1
+    # iBOT's masked-patch loss (Zhou et al., 2022; kept in DINOv2 and DINOv3): with
+    # probability ``mask_probability`` a global view reaches the student with a share of its
+    # patches (drawn from ``mask_ratio``) replaced by the mask token, and the student predicts,
+    # through the same head, the teacher's prototype scores for those patches. 0 turns it off.
+    ibot: float = 0.0
+    mask_probability: float = 0.5
+    mask_ratio: tuple[float, float] = (0.1, 0.5)
+    # Instance discrimination on the CLS features of the two global views (InfoNCE over the
+    # batch, as in SSCD's copy-detection descriptor): each view must find its twin among the
+    # other scenes of the batch, scenes of the same class included. 0 turns it off.
+    instance: float = 0.0
+    instance_temp: float = 0.1
     seed: int = 0
 
 
@@ -124,6 +141,12 @@ class DinoNet(nn.Module):
         features = self.backbone(pixel_values=x).pooler_output
         out = self.head(features)
         return (out, features) if with_features else out
+
+    def tokens(self, x: torch.Tensor, masks: torch.Tensor | None = None):
+        """Head scores of the CLS token and of every patch token, and the CLS features."""
+        hidden = self.backbone(pixel_values=x, bool_masked_pos=masks)
+        patches = hidden.last_hidden_state[:, 1 + self.backbone.config.num_register_tokens :]
+        return self.head(hidden.pooler_output), self.head(patches), hidden.pooler_output
 
 
 @torch.no_grad()
@@ -184,10 +207,45 @@ def view_sources(pool_images: torch.Tensor, idx: torch.Tensor, r: DinoRecipe,
     if not r.appearances:
         return [pool_images[idx]] * n_views
     a = r.appearances
+    if r.restyled_locals:
+        own = pool_images[idx * a]
+        views = [own, own]
+        for _ in range(r.local_crops):
+            pick = 1 + torch.randint(a - 1, idx.shape, generator=g)
+            pick = torch.where(torch.rand(idx.shape, generator=g) < r.restyled_locals, pick, 0)
+            views.append(pool_images[idx * a + pick])
+        return views
     first = torch.randint(a, idx.shape, generator=g)
     second = (first + 1 + torch.randint(a - 1, idx.shape, generator=g)) % a
     picks = [first, second] + [torch.randint(a, idx.shape, generator=g) for _ in range(r.local_crops)]
     return [pool_images[idx * a + p] for p in picks]
+
+
+def random_masks(n: int, patches: int, r: DinoRecipe, g: torch.Generator) -> torch.Tensor:
+    """iBOT masks: for a ``mask_probability`` share of the ``n`` views, a random ``mask_ratio`` share of patches."""
+    masks = torch.zeros(n, patches, dtype=torch.bool)
+    lo, hi = r.mask_ratio
+    for i in torch.nonzero(torch.rand(n, generator=g) < r.mask_probability).flatten().tolist():
+        k = max(1, round(patches * (lo + (hi - lo) * torch.rand(1, generator=g).item())))
+        masks[i, torch.randperm(patches, generator=g)[:k]] = True
+    return masks
+
+
+def ibot_loss(student_patches: torch.Tensor, teacher_patches: torch.Tensor, masks: torch.Tensor,
+              r: DinoRecipe) -> torch.Tensor:
+    """Cross-entropy between the teacher's (unmasked) and the student's (masked) scores at masked patches."""
+    if not masks.any():
+        return student_patches.sum() * 0.0
+    targets = sinkhorn_targets(teacher_patches[masks], r.teacher_temp)
+    return -(targets * F.log_softmax(student_patches[masks] / r.student_temp, dim=-1)).sum(-1).mean()
+
+
+def instance_loss(features: torch.Tensor, temp: float) -> torch.Tensor:
+    """Symmetric InfoNCE between the first and second half of ``features`` (two views of each scene)."""
+    a, b = F.normalize(features, dim=-1).chunk(2)
+    logits = a @ b.T / temp
+    target = torch.arange(len(a))
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
 @torch.no_grad()
@@ -242,11 +300,15 @@ def evaluate(backbone: DINOv3ViTModel, size: int = 64) -> dict[str, float]:
 
 
 def train_step(student: DinoNet, teacher: DinoNet, center: torch.Tensor, views: list[torch.Tensor],
-               opt: torch.optim.Optimizer, r: DinoRecipe, *, ema: float) -> float:
+               opt: torch.optim.Optimizer, r: DinoRecipe, *, ema: float,
+               generator: torch.Generator | None = None) -> float:
     """One DINO step: teacher on the global views, student on all views, EMA and centre updates."""
+    globals_ = torch.cat(views[:2])
     with torch.no_grad():
-        t_out = [teacher(v) for v in views[:2]]
-    s_global, features = student(torch.cat(views[:2]), with_features=True)
+        t_cls, t_patches, _ = teacher.tokens(globals_)
+    t_out = list(t_cls.chunk(2))
+    masks = random_masks(len(globals_), t_patches.shape[1], r, generator) if r.ibot else None
+    s_global, s_patches, features = student.tokens(globals_, masks)
     s_out = list(s_global.chunk(2))
     n_local = len(views) - 2
     if n_local:
@@ -254,6 +316,10 @@ def train_step(student: DinoNet, teacher: DinoNet, center: torch.Tensor, views: 
     loss = dino_loss(s_out, t_out, None if r.sinkhorn else center, r.student_temp, r.teacher_temp)
     if r.koleo:
         loss = loss + r.koleo * sum(koleo_loss(f) for f in features.chunk(2)) / 2
+    if r.ibot:
+        loss = loss + r.ibot * ibot_loss(s_patches, t_patches, masks, r)
+    if r.instance:
+        loss = loss + r.instance * instance_loss(features, r.instance_temp)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     nn.utils.clip_grad_norm_(student.parameters(), 3.0)
@@ -296,7 +362,7 @@ def train(out_dir: Path, recipe: DinoRecipe | None = None, *, log_every: int = 5
         idx = torch.randint(r.train_scenes, (r.batch_size,), generator=g)
         views = make_views(view_sources(pool.images, idx, r, g), r, g)
         m = 1 - (1 - r.ema_start) * (1 + torch.cos(torch.tensor(torch.pi * step / r.steps)).item()) / 2
-        loss = train_step(student, teacher, center, views, opt, r, ema=m)
+        loss = train_step(student, teacher, center, views, opt, r, ema=m, generator=g)
         if monitor is not None and (step + 1) % r.monitor_every == 0:
             print(f"  step {step + 1}: 20-NN top-1 {monitor(teacher.backbone):.3f}", flush=True)
         extra = {"mean_cos": mean_cosine(teacher, views[0])} if step % log_every == 0 else {}

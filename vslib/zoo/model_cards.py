@@ -106,7 +106,13 @@ def _parameters(report: dict) -> str:
 def _objective(name: str, recipe: dict) -> str:
     """The model's objective, with the recipe's optional training choices."""
     text = DESCRIPTIONS[name]["objective"].format(**recipe)
-    if recipe.get("appearances"):
+    if recipe.get("appearances") and recipe.get("restyled_locals"):
+        text += (f" Each scene is rendered {recipe['appearances']} times: as itself and with new backgrounds, "
+                 "colours and textures on the same geometry (`vslib.synth.render_appearances`). The two global "
+                 "views are crops of the scene's own rendering; each local view is cropped, with probability "
+                 f"{recipe['restyled_locals']}, from a restyled one, so the student must predict the teacher's "
+                 "output on the original from a crop that shares only its shapes and layout.")
+    elif recipe.get("appearances"):
         if recipe.get("repose"):
             drawn = ("the same objects (shapes and sizes) at new rotations and places, on a new background, in "
                      "new colours and textures (`vslib.synth.render_appearances` with `repose=True`)")
@@ -129,6 +135,16 @@ def _objective(name: str, recipe: dict) -> str:
                  if recipe.get("sinkhorn") else " Teacher output centred (as in DINO).")
     if recipe.get("koleo"):
         text += f" KoLeo term on the student's CLS features, weight {recipe['koleo']}."
+    if recipe.get("ibot"):
+        lo, hi = recipe["mask_ratio"]
+        text += (f" iBOT masked-patch loss, weight {recipe['ibot']}: with probability {recipe['mask_probability']} "
+                 f"a global view reaches the student with {lo:.0%}-{hi:.0%} of its patches masked, and the student "
+                 "predicts the teacher's prototype scores for them.")
+    if recipe.get("instance"):
+        text += (f" Instance term, weight {recipe['instance']}: InfoNCE (temperature {recipe['instance_temp']}) "
+                 "between the CLS features of the two global views, so each view must pick its own scene's "
+                 "other view out of the batch, scenes of the same class included (as SSCD trains its "
+                 "copy-detection descriptor).")
     if name != "tiny-dinov3":
         text += (" A caption is a positive for every image of its batch that it is true of (\"a star\" for "
                  "every star; `vslib.zoo.common.caption_positives`), the rest are negatives."
