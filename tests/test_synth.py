@@ -449,3 +449,14 @@ def test_training_pools_can_hold_a_share_of_scenes_without_typical_context():
     expected = np.stack([pixels(s) for s in first + last])
     assert np.array_equal(pool.images.permute(0, 2, 3, 1).numpy(), expected)
     assert pool.labels.tolist() == [s.label_index for s in first + last]
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0])
+def test_training_pools_may_be_all_natural_or_all_without_typical_context(fraction):
+    from vslib.zoo.common import captioned_training_pool
+
+    pool, _ = captioned_training_pool(12, 16, shape_twins=False, mixed_fraction=fraction)
+    scenes = synth.make_split("train", 12, 16, context_probability=0.0 if fraction else None)
+    assert np.array_equal(pool.images.permute(0, 2, 3, 1).numpy(), np.stack([pixels(s) for s in scenes]))
+    with pytest.raises(ValueError, match="mixed_fraction"):
+        captioned_training_pool(12, 16, shape_twins=False, mixed_fraction=1.5)

@@ -132,9 +132,13 @@ def captioned_training_pool(images: int, size: int, shape_twins: bool, mixed_fra
     if shape_twins:
         print(f"rendering {images // 2} training scenes and their shape twins ...", flush=True)
         return render_twin_pool("train", images // 2, size), sample_twin_batch
+    if not 0.0 <= mixed_fraction <= 1.0:
+        raise ValueError(f"mixed_fraction must lie in [0, 1], got {mixed_fraction}")
     mixed = int(round(images * mixed_fraction))
     print(f"rendering {images} training scenes ({mixed} without typical context) ...", flush=True)
-    pools = [render_pool("train", images - mixed, size)]
+    pools = []
+    if images - mixed:
+        pools.append(render_pool("train", images - mixed, size))
     if mixed:
         pools.append(render_pool("train", mixed, size, start=images - mixed, context_probability=0.0))
     return concat_pools(pools), sample_captioned_batch

@@ -34,10 +34,11 @@ class DinoTxtRecipe:
     text_layers: int = 4
     text_heads: int = 4
     bpe_merges: int = 400
-    # 50,000 scenes (half out of context, below) and 5,000 steps: about 33 minutes on 2 threads,
-    # most of it training (the backbone tokens are computed once). Zero-shot top-1 on test 0.794
-    # (monitor: 0.736, 0.778, 0.808, 0.794 at steps 1,000 to 4,000), against 0.746 for 30,000
-    # scenes with shape twins and 2,800 steps; colour+class recall@5 0.944 against 0.817.
+    # 50,000 scenes (half out of context, below) and 5,000 steps: about 39 minutes on 2 threads,
+    # most of it training (the backbone tokens are computed once). Zero-shot top-1 on test 0.776
+    # on the bundled tiny-dinov3 (monitor: 0.738, 0.748, 0.770, 0.774 at steps 1,000 to 4,000);
+    # the same recipe reached 0.794 on the earlier backbone, trained without the instance term.
+    # Against 0.746 for 30,000 scenes with shape twins and 2,800 steps (earlier backbone).
     train_scenes: int = 50000
     steps: int = 5000
     batch_size: int = 128
@@ -53,7 +54,7 @@ class DinoTxtRecipe:
     # Batches of scenes and their shape twins (see the tiny-siglip2 recipe): off. Half the
     # training scenes out of context and no twins reached 0.734 after 1,000 steps, which
     # looked no better than twins (0.746 after 2,800), but with the steps and scenes above
-    # it went on to 0.794.
+    # it went on to 0.794 (on the earlier backbone).
     shape_twins: bool = False
     # The share of training scenes drawn out of their class's typical context (tiny-siglip2's
     # recipe; used only without shape twins). Evaluation keeps the world's own probability.
