@@ -12,9 +12,9 @@ detection needs, and it gives 20-NN on the natural test split far above chance; 
 ``mixed`` split, where context says nothing about the class, what is left is the shape
 the backbone learned. An instance term (InfoNCE between the two global views of each scene,
 against the other scenes of the batch) makes the CLS feature tell look-alike scenes of one
-class apart, which copy detection needs. Views from renderings that share only the geometry (``appearances``)
-collapsed in world v1 unless Sinkhorn-Knopp balanced the teacher targets and a KoLeo term
-spread the features (both stay on). The trainer logs the mean cosine between the
+class apart, which copy detection needs. Views from renderings that share only the geometry
+(``appearances``) collapsed in world v1 unless Sinkhorn-Knopp balanced the teacher targets and
+a KoLeo term spread the features (both stay on). The trainer logs the mean cosine between the
 teacher's CLS features of a batch beside the loss: near 1 means collapse.
 """
 
@@ -151,7 +151,7 @@ class DinoNet(nn.Module):
         return (out, features) if with_features else out
 
     def tokens(self, x: torch.Tensor, masks: torch.Tensor | None = None, *, patches: bool = True):
-        """Head scores of the CLS token and (with ``patches``, else ``None``) of every patch token, and the CLS features."""
+        """Head scores of the CLS token, of every patch token (``None`` without ``patches``), and the CLS features."""
         hidden = self.backbone(pixel_values=x, bool_masked_pos=masks)
         patch_scores = None
         if patches:
