@@ -8,6 +8,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 
 from vslib import synth
 from vslib.templates import IMAGENET_TEMPLATES, SHORT_TEMPLATES, fill
@@ -460,3 +461,16 @@ def test_training_pools_may_be_all_natural_or_all_without_typical_context(fracti
     assert np.array_equal(pool.images.permute(0, 2, 3, 1).numpy(), np.stack([pixels(s) for s in scenes]))
     with pytest.raises(ValueError, match="mixed_fraction"):
         captioned_training_pool(12, 16, shape_twins=False, mixed_fraction=1.5)
+
+
+def test_an_empty_pool_has_the_image_shape_and_a_negative_count_is_refused():
+    from vslib.zoo.data import concat_pools, render_pool
+
+    empty = render_pool("train", 0, 16, workers=1)
+    assert empty.images.shape == (0, 3, 16, 16) and empty.images.dtype == torch.uint8
+    assert len(empty) == 0 and empty.captions == [] and empty.facts == []
+    some = render_pool("train", 2, 16, workers=1)
+    joined = concat_pools([empty, some])  # an empty share concatenates with a rendered one
+    assert torch.equal(joined.images, some.images) and torch.equal(joined.labels, some.labels)
+    with pytest.raises(ValueError, match=">= 0"):
+        render_pool("train", -1, 16, workers=1)

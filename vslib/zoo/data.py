@@ -64,6 +64,10 @@ def concat_pools(pools: list[ScenePool]) -> ScenePool:
 
 def _render_in_parallel(render_chunk, split: str, n: int, size: int, start: int, workers: int | None) -> ScenePool:
     """Split seeds ``start .. start + n - 1`` into chunks, render them in processes, concatenate in order."""
+    if n < 0:
+        raise ValueError(f"the number of scenes must be >= 0, got {n}")
+    if n == 0:
+        return ScenePool(torch.empty(0, 3, size, size, dtype=torch.uint8), torch.empty(0, dtype=torch.long), [], [])
     workers = workers or min(4, os.cpu_count() or 1)
     chunk = max(1, -(-n // (workers * 4)))
     jobs = [(split, start + i, min(chunk, n - i), size) for i in range(0, n, chunk)]

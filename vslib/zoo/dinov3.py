@@ -215,8 +215,9 @@ def view_sources(pool_images: torch.Tensor, idx: torch.Tensor, r: DinoRecipe,
                  g: torch.Generator) -> list[torch.Tensor]:
     """The image each view is cropped from: one per view, from a scene's renderings when ``r.appearances``.
 
-    The two global views always come from two different renderings, so the teacher and
-    the student never see the same colours, textures or background.
+    Without ``restyled_locals`` or ``shape_instance`` the two global views come from two
+    different renderings, so the teacher and the student never see the same colours,
+    textures or background; with either, both come from the scene's own rendering.
     """
     n_views = 2 + r.local_crops
     if not r.appearances:
