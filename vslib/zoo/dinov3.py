@@ -112,7 +112,10 @@ class DinoRecipe:
     # The same InfoNCE between the first global view and a global crop of a restyled and
     # reposed rendering of the scene (``render_appearances(..., repose=True)``; needs
     # ``appearances`` >= 2 and ``repose``): the two share only the objects' shapes and sizes,
-    # so finding the twin among the batch takes shape. 0 turns it off.
+    # so finding the twin among the batch takes shape. 0 turns it off. Pilots (1,000 steps,
+    # 1 thread, with appearances=2 and repose; 20-NN test / mixed, copy detection recall@1):
+    # weight 0.5 gave 0.714 / 0.146 / 0.782 and weight 1 gave 0.690 / 0.170 / 0.696, against
+    # 0.686 / 0.106 / 0.82 without it: a little shape on the mixed split, paid for in copy detection.
     shape_instance: float = 0.0
     seed: int = 0
 
