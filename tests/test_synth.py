@@ -8,6 +8,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 
 from vslib import synth
 from vslib.templates import IMAGENET_TEMPLATES, SHORT_TEMPLATES, fill
@@ -460,3 +461,44 @@ def test_training_pools_may_be_all_natural_or_all_without_typical_context(fracti
     assert np.array_equal(pool.images.permute(0, 2, 3, 1).numpy(), np.stack([pixels(s) for s in scenes]))
     with pytest.raises(ValueError, match="mixed_fraction"):
         captioned_training_pool(12, 16, shape_twins=False, mixed_fraction=1.5)
+
+
+def test_an_empty_pool_has_the_image_shape_and_a_negative_count_is_refused():
+    from vslib.zoo.data import concat_pools, render_pool
+
+    empty = render_pool("train", 0, 16, workers=1)
+    assert empty.images.shape == (0, 3, 16, 16) and empty.images.dtype == torch.uint8
+    assert len(empty) == 0 and empty.captions == [] and empty.facts == []
+    some = render_pool("train", 2, 16, workers=1)
+    joined = concat_pools([empty, some])  # an empty share concatenates with a rendered one
+    assert torch.equal(joined.images, some.images) and torch.equal(joined.labels, some.labels)
+    with pytest.raises(ValueError, match=">= 0"):
+        render_pool("train", -1, 16, workers=1)
+
+
+def test_pools_carry_each_scenes_dominant_box_and_object_crops_zoom_onto_it():
+    from vslib.zoo.data import object_crops, render_pool
+
+    pool = render_pool("train", 24, 64, workers=1)
+    scenes = synth.make_split("train", 24, 64)
+    assert pool.boxes.tolist() == [list(s.objects[0].box) for s in scenes]
+    index = torch.arange(24)
+    crops = object_crops(pool, index, margin=(0.1, 0.1), generator=torch.Generator().manual_seed(0))
+    assert crops.images.shape == pool.images.shape and torch.equal(crops.labels, pool.labels)
+
+    def object_share(images: torch.Tensor, scene_index: int) -> float:
+        # pixels of the dominant object's colour (it is solid-coloured or patterned in that colour)
+        rgb = torch.tensor(synth.COLORS[scenes[scene_index].objects[0].color], dtype=torch.float32).view(3, 1, 1)
+        return ((images.float() - rgb).abs().amax(0) < 40).float().mean().item()
+
+    solid = [i for i, s in enumerate(scenes) if s.objects[0].texture == "solid" and s.objects[0].size != "large"]
+    assert solid
+    for i in solid:  # the crop fills more of the view with the object than the scene does
+        assert object_share(crops.images[i], i) > 1.3 * object_share(pool.images[i], i), i
+    for i in index.tolist():
+        assert not any(f.startswith("small:") for f in crops.facts[i])
+        assert crops.facts[i] == frozenset(f for f in pool.facts[i] if not f.startswith("small:"))
+        assert crops.captions[i] and not any(re.search(r" and an? small ", c) for c in crops.captions[i])
+        assert [c for c in pool.captions[i] if not re.search(r" and an? small ", c)] == crops.captions[i]
+    with pytest.raises(ValueError, match="boxes"):
+        object_crops(crops, index)

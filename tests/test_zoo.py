@@ -259,6 +259,38 @@ def test_restyled_locals_keep_the_globals_on_the_scene_and_move_the_locals_off_i
     assert 0.35 < share < 0.65
 
 
+def test_shape_instance_pairs_the_scene_with_one_of_its_restyled_renderings():
+    images = torch.arange(5 * 3).reshape(15, 1, 1, 1).expand(15, 3, 2, 2).to(torch.uint8)
+    idx = torch.arange(5).repeat(40)
+    g = torch.Generator().manual_seed(0)
+    r = dinov3.DinoRecipe(appearances=3, local_crops=2, shape_instance=1.0)
+    sources = dinov3.view_sources(images, idx, r, g)
+    assert all((v[:, 0, 0, 0] == 3 * idx).all() for v in sources)  # every DINO view on the scene's own rendering
+    twin = dinov3.restyled_source(images, idx, r, g)[:, 0, 0, 0] - 3 * idx
+    assert ((twin == 1) | (twin == 2)).all() and (twin == 1).any() and (twin == 2).any()
+    with pytest.raises(ValueError, match="appearances"):
+        dinov3.restyled_source(images, idx, dinov3.DinoRecipe(appearances=0, shape_instance=1.0), g)
+
+
+def test_shape_instance_term_pulls_the_restyled_twin_towards_its_scene():
+    # Stand-in twins that share nothing with their scene (fixed noise images): only the term can pair them.
+    restyled = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+    def twin_loss_after_training(weight: float) -> float:
+        r, views, student, teacher, center = _tiny_dino(shape_instance=weight)
+        opt = torch.optim.AdamW(student.parameters(), lr=r.lr)
+        for _ in range(15):
+            dinov3.train_step(student, teacher, center, views, opt, r, ema=1.0, restyled=restyled)
+        with torch.no_grad():
+            f = student.backbone(pixel_values=torch.cat([views[0], restyled])).pooler_output
+        return dinov3.instance_loss(f, r.instance_temp).item()
+
+    assert twin_loss_after_training(1.0) < twin_loss_after_training(0.0) - 0.5
+    r, views, student, teacher, center = _tiny_dino(shape_instance=1.0)
+    with pytest.raises(ValueError, match="restyled"):
+        dinov3.train_step(student, teacher, center, views, torch.optim.SGD(student.parameters(), lr=0.0), r, ema=1.0)
+
+
 def test_random_masks_follow_the_probability_and_the_ratio():
     r = dinov3.DinoRecipe(mask_probability=0.5, mask_ratio=(0.25, 0.5))
     masks = dinov3.random_masks(400, 16, r, torch.Generator().manual_seed(0))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from vslib import synth
 
@@ -18,19 +19,22 @@ class ScenePool:
     """A split's scenes as one uint8 tensor (N, 3, S, S) plus labels, captions and facts.
 
     ``facts[i]`` is ``synth.scene_facts`` of scene ``i``: what a caption may truly say of it.
+    ``boxes[i]`` is its dominant object's box ``(x0, y0, x1, y1)`` in pixels (``None`` for
+    images that are not whole scenes, such as crops).
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     captions: list[list[str]]
     facts: list[frozenset[str]]
+    boxes: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
 
-# One process's share of a pool: images (N, S, S, 3) uint8, labels, captions, facts.
-Chunk = tuple[np.ndarray, list[int], list[list[str]], list[frozenset[str]]]
+# One process's share of a pool: images (N, S, S, 3) uint8, labels, captions, facts, boxes (N, 4).
+Chunk = tuple[np.ndarray, list[int], list[list[str]], list[frozenset[str]], np.ndarray]
 
 
 def _render_chunk(context_probability: float | None, args: tuple[str, int, int, int]) -> Chunk:
@@ -40,10 +44,10 @@ def _render_chunk(context_probability: float | None, args: tuple[str, int, int, 
 
 
 def _chunk_arrays(scenes: list[synth.Scene]) -> Chunk:
-    """Images (N, S, S, 3) uint8, labels, captions and facts of rendered scenes."""
+    """Images (N, S, S, 3) uint8, labels, captions, facts and dominant-object boxes of rendered scenes."""
     images = np.stack([np.asarray(s.image, dtype=np.uint8) for s in scenes])
     return (images, [s.label_index for s in scenes], [list(s.captions) for s in scenes],
-            [synth.scene_facts(s) for s in scenes])
+            [synth.scene_facts(s) for s in scenes], np.array([s.objects[0].box for s in scenes], dtype=np.float32))
 
 
 def render_pool(split: str, n: int, size: int = 64, *, start: int = 0, workers: int | None = None,
@@ -57,13 +61,19 @@ def render_pool(split: str, n: int, size: int = 64, *, start: int = 0, workers: 
 
 
 def concat_pools(pools: list[ScenePool]) -> ScenePool:
-    """One pool of several, in order."""
+    """One pool of several, in order (with boxes only when every pool has them)."""
+    boxes = torch.cat([p.boxes for p in pools]) if all(p.boxes is not None for p in pools) else None
     return ScenePool(torch.cat([p.images for p in pools]), torch.cat([p.labels for p in pools]),
-                     [c for p in pools for c in p.captions], [f for p in pools for f in p.facts])
+                     [c for p in pools for c in p.captions], [f for p in pools for f in p.facts], boxes)
 
 
 def _render_in_parallel(render_chunk, split: str, n: int, size: int, start: int, workers: int | None) -> ScenePool:
     """Split seeds ``start .. start + n - 1`` into chunks, render them in processes, concatenate in order."""
+    if n < 0:
+        raise ValueError(f"the number of scenes must be >= 0, got {n}")
+    if n == 0:
+        return ScenePool(torch.empty(0, 3, size, size, dtype=torch.uint8), torch.empty(0, dtype=torch.long), [], [],
+                         torch.empty(0, 4))
     workers = workers or min(4, os.cpu_count() or 1)
     chunk = max(1, -(-n // (workers * 4)))
     jobs = [(split, start + i, min(chunk, n - i), size) for i in range(0, n, chunk)]
@@ -80,7 +90,8 @@ def _pool_of(parts: list[Chunk]) -> ScenePool:
     images = torch.from_numpy(np.concatenate([p[0] for p in parts])).permute(0, 3, 1, 2).contiguous()
     labels = torch.tensor([lab for p in parts for lab in p[1]])
     captions = [c for p in parts for c in p[2]]
-    return ScenePool(images, labels, captions, [f for p in parts for f in p[3]])
+    boxes = torch.from_numpy(np.concatenate([p[4] for p in parts]))
+    return ScenePool(images, labels, captions, [f for p in parts for f in p[3]], boxes)
 
 
 def twin_label(seed: int, label_index: int) -> str:
@@ -138,3 +149,35 @@ def pool_of_scenes(scenes: list[synth.Scene]) -> ScenePool:
 def eval_pool(split: str = "test", per_class: int = 50, size: int = 64, *, small_objects: int = 0) -> ScenePool:
     """The balanced 10-class synthetic Imagenette set as a pool."""
     return pool_of_scenes(synth.eval_set(split, per_class=per_class, size=size, small_objects=small_objects))
+
+
+def object_crops(pool: ScenePool, index: torch.Tensor, margin: tuple[float, float] = (0.05, 0.3), *,
+                 generator: torch.Generator | None = None) -> ScenePool:
+    """Object-centric views of scenes ``index``: a square around each dominant object, at the pool's size.
+
+    Each side is the object's longer side plus a random ``margin`` (a fraction of it) on
+    each side, kept inside the image, so some background stays in view. Small objects may
+    fall outside the crop, so the crops' captions and facts leave them out.
+    """
+    if pool.boxes is None:
+        raise ValueError("object_crops needs a pool of whole scenes (with boxes)")
+    size = pool.images.shape[-1]
+    boxes = pool.boxes[index]
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    longer = (boxes[:, 2:] - boxes[:, :2]).max(dim=1).values
+    m = torch.empty(len(index)).uniform_(*margin, generator=generator)
+    side = (longer * (1 + 2 * m)).clamp(max=size)
+    centre = torch.minimum(torch.maximum(centre, side[:, None] / 2), size - side[:, None] / 2)
+    theta = torch.zeros(len(index), 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = side / size
+    theta[:, :, 2] = centre / size * 2 - 1
+    grid = F.affine_grid(theta, [len(index), 3, size, size], align_corners=False)
+    crops = F.grid_sample(pool.images[index].float(), grid, mode="bilinear", align_corners=False)
+    images = crops.round().clamp(0, 255).to(torch.uint8)
+    captions = [[c for c in pool.captions[i] if not _mentions_small(c)] for i in index.tolist()]
+    facts = [frozenset(f for f in pool.facts[i] if not f.startswith("small:")) for i in index.tolist()]
+    return ScenePool(images, pool.labels[index], captions, facts)
+
+
+def _mentions_small(caption: str) -> bool:
+    return any(f.startswith("small:") for f in synth.caption_facts(caption))
