@@ -186,11 +186,11 @@ def train(out_dir: Path, recipe: DinoTxtRecipe | None = None, *, log_every: int 
                          "run python -m vslib.zoo.train tiny-dinov3 first")
     model = build(r, backbone_dir)
     g = torch.Generator().manual_seed(r.seed)
+    if r.object_crops and r.shape_twins:  # before the pool is rendered
+        raise ValueError("object_crops and shape_twins do not combine (twins are sampled in pairs)")
     pool, sample = common.captioned_training_pool(r.train_scenes, model.image_size, r.shape_twins,
                                                   r.mixed_fraction)
     if r.object_crops:
-        if r.shape_twins:
-            raise ValueError("object_crops and shape_twins do not combine (twins are sampled in pairs)")
         chosen = torch.randperm(len(pool), generator=g)[: round(len(pool) * r.object_crops)]
         print(f"adding {len(chosen)} object-centric crops ...", flush=True)
         pool = concat_pools([pool, object_crops(pool, chosen, generator=g)])

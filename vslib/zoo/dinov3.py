@@ -110,8 +110,8 @@ class DinoRecipe:
     instance: float = 0.5
     instance_temp: float = 0.1
     # The same InfoNCE between the first global view and a global crop of a restyled and
-    # reposed rendering of the scene (``render_appearances(..., repose=True)``; needs
-    # ``appearances`` >= 2 and ``repose``): the two share only the objects' shapes and sizes,
+    # reposed rendering of the scene (needs ``appearances`` >= 2; with ``repose``,
+    # ``render_appearances(..., repose=True)``): the two share only the objects' shapes and sizes,
     # so finding the twin among the batch takes shape. 0 turns it off. Pilots (1,000 steps,
     # 1 thread, with appearances=2 and repose; 20-NN test / mixed, copy detection recall@1):
     # weight 0.5 gave 0.714 / 0.146 / 0.782 and weight 1 gave 0.690 / 0.170 / 0.696, against
@@ -214,6 +214,15 @@ def dino_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], center: 
     return total / n
 
 
+def restyled_source(pool_images: torch.Tensor, idx: torch.Tensor, r: DinoRecipe,
+                    g: torch.Generator) -> torch.Tensor:
+    """For each scene of ``idx``, one of its restyled renderings (never the scene's own)."""
+    a = r.appearances
+    if a < 2:
+        raise ValueError(f"restyled views (shape_instance, restyled_locals) need appearances >= 2, got {a}")
+    return pool_images[idx * a + 1 + torch.randint(a - 1, idx.shape, generator=g)]
+
+
 def view_sources(pool_images: torch.Tensor, idx: torch.Tensor, r: DinoRecipe,
                  g: torch.Generator) -> list[torch.Tensor]:
     """The image each view is cropped from: one per view, from a scene's renderings when ``r.appearances``.
@@ -230,9 +239,9 @@ def view_sources(pool_images: torch.Tensor, idx: torch.Tensor, r: DinoRecipe,
         own = pool_images[idx * a]
         views = [own, own]
         for _ in range(r.local_crops):
-            pick = 1 + torch.randint(a - 1, idx.shape, generator=g)
-            pick = torch.where(torch.rand(idx.shape, generator=g) < r.restyled_locals, pick, 0)
-            views.append(pool_images[idx * a + pick])
+            restyled = restyled_source(pool_images, idx, r, g)
+            use = torch.rand(idx.shape, generator=g) < r.restyled_locals
+            views.append(torch.where(use.view(-1, 1, 1, 1), restyled, own))
         return views
     first = torch.randint(a, idx.shape, generator=g)
     second = (first + 1 + torch.randint(a - 1, idx.shape, generator=g)) % a
@@ -273,15 +282,6 @@ def mean_cosine(net: DinoNet, images: torch.Tensor) -> float:
     f = F.normalize(net.backbone(pixel_values=images).pooler_output, dim=-1)
     n = f.shape[0]
     return ((f @ f.T).sum() - n).item() / (n * (n - 1))
-
-
-def restyled_source(pool_images: torch.Tensor, idx: torch.Tensor, r: DinoRecipe,
-                    g: torch.Generator) -> torch.Tensor:
-    """For each scene of ``idx``, one of its restyled renderings (never the scene's own)."""
-    a = r.appearances
-    if a < 2:
-        raise ValueError(f"shape_instance needs appearances >= 2, got {a}")
-    return pool_images[idx * a + 1 + torch.randint(a - 1, idx.shape, generator=g)]
 
 
 def make_views(sources: list[torch.Tensor], r: DinoRecipe, g: torch.Generator) -> list[torch.Tensor]:
@@ -382,6 +382,8 @@ def train(out_dir: Path, recipe: DinoRecipe | None = None, *, log_every: int = 5
     r = recipe or DinoRecipe()
     torch.manual_seed(r.seed)
     g = torch.Generator().manual_seed(r.seed)
+    if r.shape_instance and r.appearances < 2:  # before minutes of rendering, not at the first step
+        raise ValueError(f"shape_instance needs appearances >= 2, got {r.appearances}")
     if r.appearances:
         print(f"rendering {r.train_scenes} training scenes, {r.appearances} renderings each ...", flush=True)
         pool = render_appearance_pool("train", r.train_scenes, r.appearances, r.image_size, repose=r.repose)
