@@ -21,7 +21,8 @@ def _first_vs_last(losses: list[float], k: int = 3) -> tuple[float, float]:
 def _tiny_dino(**options):
     torch.manual_seed(0)
     settings = dict(image_size=32, patch_size=8, hidden_size=32, layers=2, heads=2, out_dim=64, head_hidden=64,
-                    bottleneck=32, local_crops=2, local_size=16, lr=2e-3, appearances=0, sinkhorn=False, koleo=0.0)
+                    bottleneck=32, local_crops=2, local_size=16, lr=2e-3, appearances=0, shape_instance=0.0,
+                    sinkhorn=False, koleo=0.0)
     r = dinov3.DinoRecipe(**{**settings, **options})
     pool = render_pool("train", 16, 32, workers=1)
     g = torch.Generator().manual_seed(0)
@@ -218,6 +219,21 @@ def test_koleo_loss_is_lower_for_spread_features():
     assert dinov3.koleo_loss(spread) < dinov3.koleo_loss(crowded) - 1.0
 
 
+def test_dinov3_card_says_where_each_view_comes_from():
+    import dataclasses
+
+    from vslib.zoo import model_cards
+
+    shape = dataclasses.asdict(dinov3.DinoRecipe(appearances=2, repose=True, shape_instance=0.5))
+    card = model_cards._objective("tiny-dinov3", shape)
+    assert "Every view of a scene is a crop of the same rendering" in card
+    assert "two different ones" not in card  # DINO's views do not cross renderings with the term on
+    assert "Shape-instance term, weight 0.5" in card and "new rotations and places" in card
+    crossing = model_cards._objective("tiny-dinov3", shape | {"shape_instance": 0.0})
+    assert "two global views from two different ones" in crossing and "Shape-instance" not in crossing
+    assert "new rotations" not in model_cards._objective("tiny-dinov3", shape | {"repose": False})
+
+
 def test_appearance_views_share_geometry_and_the_globals_never_share_a_rendering():
     from vslib.zoo.data import render_appearance_pool
 
@@ -232,7 +248,7 @@ def test_appearance_views_share_geometry_and_the_globals_never_share_a_rendering
     for a in range(3):
         assert torch.equal(reposed.images[2 * 3 + a], torch.from_numpy(np.array(moved[a].image)).permute(2, 0, 1))
     assert not torch.equal(reposed.images[2 * 3 + 1], pool.images[2 * 3 + 1])
-    r = dinov3.DinoRecipe(appearances=3, local_crops=2)
+    r = dinov3.DinoRecipe(appearances=3, local_crops=2, shape_instance=0.0)
     idx = torch.arange(5).repeat(20)
     sources = dinov3.view_sources(pool.images, idx, r, torch.Generator().manual_seed(0))
     assert len(sources) == 4
@@ -247,14 +263,14 @@ def test_restyled_locals_keep_the_globals_on_the_scene_and_move_the_locals_off_i
     images = torch.arange(5 * 3).reshape(15, 1, 1, 1).expand(15, 3, 2, 2).to(torch.uint8)
     idx = torch.arange(5).repeat(40)
     g = torch.Generator().manual_seed(0)
-    always = dinov3.view_sources(images, idx, dinov3.DinoRecipe(appearances=3, local_crops=2, restyled_locals=1.0), g)
+    always = dinov3.view_sources(images, idx, dinov3.DinoRecipe(appearances=3, local_crops=2, restyled_locals=1.0, shape_instance=0.0), g)
     rendering = [v[:, 0, 0, 0] - 3 * idx for v in always]  # which rendering of its scene each view shows
     assert len(always) == 4
     assert (rendering[0] == 0).all() and (rendering[1] == 0).all()
     for local in rendering[2:]:
         assert ((local == 1) | (local == 2)).all()
         assert (local == 1).any() and (local == 2).any()
-    half = dinov3.view_sources(images, idx, dinov3.DinoRecipe(appearances=3, local_crops=2, restyled_locals=0.5), g)
+    half = dinov3.view_sources(images, idx, dinov3.DinoRecipe(appearances=3, local_crops=2, restyled_locals=0.5, shape_instance=0.0), g)
     share = torch.cat([v[:, 0, 0, 0] - 3 * idx for v in half[2:]]).ne(0).float().mean().item()
     assert 0.35 < share < 0.65
 

@@ -112,7 +112,7 @@ def _objective(name: str, recipe: dict) -> str:
                  "views are crops of the scene's own rendering; each local view is cropped, with probability "
                  f"{recipe['restyled_locals']}, from a restyled one, so the student must predict the teacher's "
                  "output on the original from a crop that shares only its shapes and layout.")
-    elif recipe.get("appearances"):
+    elif recipe.get("appearances") and not recipe.get("shape_instance"):
         if recipe.get("repose"):
             drawn = ("the same objects (shapes and sizes) at new rotations and places, on a new background, in "
                      "new colours and textures (`vslib.synth.render_appearances` with `repose=True`)")
@@ -145,6 +145,13 @@ def _objective(name: str, recipe: dict) -> str:
                  "between the CLS features of the two global views, so each view must pick its own scene's "
                  "other view out of the batch, scenes of the same class included (as SSCD trains its "
                  "copy-detection descriptor).")
+    if recipe.get("shape_instance"):
+        moved = " at new rotations and places" if recipe.get("repose") else ""
+        text += (f" Shape-instance term, weight {recipe['shape_instance']}: the same InfoNCE between the first "
+                 f"global view and a global crop of another of the scene's {recipe['appearances']} renderings "
+                 f"(the same objects{moved}, on a new background, in new colours and textures; "
+                 "`vslib.synth.render_appearances`), which shares only the objects' shapes and sizes with it, "
+                 "so picking that twin out of the batch takes shape.")
     if name != "tiny-dinov3":
         text += (" A caption is a positive for every image of its batch that it is true of (\"a star\" for "
                  "every star; `vslib.zoo.common.caption_positives`), the rest are negatives."
