@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vslib import synth
 from vslib.zoo import BUNDLED, augment, checkpoint_path, common, dinov3, siglip
@@ -137,6 +139,43 @@ def test_dinotxt_steps_reduce_the_loss_and_keep_the_backbone_frozen(tmp_path: Pa
     first, last = _first_vs_last(losses)
     assert last < first * 0.8, losses
     assert dinotxt.backbone_sha256(model.backbone) == before
+
+
+def test_cells_inside_follow_the_box_on_the_patch_grid():
+    from vslib.zoo import dinotxt_train
+
+    # 64 px, patch 16: cell centres at 8, 24, 40, 56 on each axis; a wide box on the top rows
+    inside = dinotxt_train.cells_inside(torch.tensor([[0, 0, 50, 20]]), 64, 16).reshape(4, 4)
+    expected = torch.zeros(4, 4, dtype=torch.bool)
+    expected[0, :3] = True  # row 0 (y centre 8), columns with x centres 8, 24, 40
+    assert torch.equal(inside, expected)
+    assert dinotxt_train.dominant_phrase(frozenset({"shape:star", "color:orange", "small:red ball",
+                                                    "size:large", "background:grass"})) == "a orange star"
+
+
+def test_grounding_loss_rewards_phrases_that_peak_inside_their_box_and_name_their_object():
+    from vslib.zoo import dinotxt_train
+
+    torch.manual_seed(0)
+    n, cells, d = 6, 16, 8
+    common_direction = F.normalize(torch.randn(d), dim=0)  # what every phrase shares ("a", colour words)
+    phrases = F.normalize(common_direction + 0.7 * F.normalize(torch.randn(n, d), dim=-1), dim=-1)
+    inside = torch.zeros(n, cells, dtype=torch.bool)
+    for i in range(n):
+        inside[i, i:i + 3] = True
+    background = F.normalize(torch.randn(n, cells, d), dim=-1)
+    on_object = torch.where(inside[..., None], phrases[:, None, :].expand(n, cells, d), background)
+    outside = torch.where(inside[..., None], background, phrases[:, None, :].expand(n, cells, d))
+    same = torch.eye(n, dtype=torch.bool)
+    loss = partial(dinotxt_train.grounding_loss, phrases=phrases, inside=inside, same_phrase=same, temp=0.1)
+    assert loss(on_object) < loss(outside) - 1.0
+    # Every object shows only what all phrases share: each map peaks inside, but names nothing.
+    generic = torch.where(inside[..., None], common_direction.expand(n, cells, d), background)
+    assert loss(on_object) < loss(generic) - 0.5
+    # An image whose box covers no cell is left out, not a NaN.
+    empty = inside.clone()
+    empty[0] = False
+    assert torch.isfinite(dinotxt_train.grounding_loss(on_object, phrases, empty, same, 0.1))
 
 
 def test_multi_positive_loss_treats_identical_captions_as_matches():

@@ -81,6 +81,14 @@ class DinoTxtRecipe:
     # a share of 0.5 and 0.724 / 0.722, 0.188, 0.405 with 1.0, against 0.744 / 0.736, 0.177, 0.460
     # without crops.
     object_crops: float = 0.0
+    # Patch grounding: ties the head's patch outputs to the words for the dominant object
+    # ("a {colour} {class}", chapter 6's map query) where the synthetic world knows its box.
+    # Within each image, a softmax over its patches (cosine with the phrase's patch half, over
+    # ``grounding_temp``) must put its mass inside the box; across the batch, the mean of the
+    # inside patches must pick its own phrase (InfoNCE, identical phrases count as matches), so
+    # the map depends on what the query names. 0 turns it off.
+    grounding: float = 0.0
+    grounding_temp: float = 0.1
 
 
 def build(r: DinoTxtRecipe, backbone_dir: Path) -> dinotxt.DinoTxtModel:
@@ -130,12 +138,64 @@ def multi_positive_clip_loss(image: torch.Tensor, text: torch.Tensor, logit_scal
     return (text_to_image + image_to_text) / 2
 
 
+def dominant_phrase(facts: frozenset[str]) -> str:
+    """``"a {colour} {class}"`` for a scene's dominant object, from its ``synth.scene_facts``."""
+    kinds = dict(f.split(":", 1) for f in facts if not f.startswith("small:"))
+    return f"a {kinds['color']} {kinds['shape']}"
+
+
+def cells_inside(boxes: torch.Tensor, size: int, patch: int) -> torch.Tensor:
+    """``(N, cells)`` bool: which patch cells (row-major) have their centre inside each box.
+
+    ``boxes`` is ``(N, 4)`` pixel boxes ``(x0, y0, x1, y1)`` on ``size`` px images, the
+    convention of ``benchmarks/zoo_eval.py``'s patch-map check.
+    """
+    centres = torch.arange(size // patch, dtype=torch.float32) * patch + patch / 2
+    b = boxes.to(torch.float32)
+    x = (b[:, 0:1] <= centres) & (centres < b[:, 2:3])  # (N, cols)
+    y = (b[:, 1:2] <= centres) & (centres < b[:, 3:4])  # (N, rows)
+    return (y[:, :, None] & x[:, None, :]).flatten(1)
+
+
+def grounding_loss(patches: torch.Tensor, phrases: torch.Tensor, inside: torch.Tensor,
+                   same_phrase: torch.Tensor, temp: float) -> torch.Tensor:
+    """Patch grounding: each phrase peaks inside its object's box and picks that object out of the batch.
+
+    ``patches`` (N, P, D) head patch outputs, ``phrases`` (N, D) the patch half of each image's
+    dominant-object phrase, ``inside`` (N, P) bool (``cells_inside``), ``same_phrase`` (N, N)
+    bool with a true diagonal. Images whose box covers no cell centre are left out.
+    """
+    keep = inside.any(1)
+    p, q, inside, same = patches[keep], phrases[keep], inside[keep], same_phrase[keep][:, keep]
+    p, q = F.normalize(p, dim=-1), F.normalize(q, dim=-1)
+    logits = torch.einsum("npd,nd->np", p, q) / temp
+    within = (logits.logsumexp(1) - logits.masked_fill(~inside, float("-inf")).logsumexp(1)).mean()
+    w = inside.to(p.dtype)
+    objects = (p * w[..., None]).sum(1) / w.sum(1, keepdim=True)
+    across = multi_positive_clip_loss(objects, q, torch.tensor(-math.log(temp)), same)
+    return within + across
+
+
 def train_step(model: dinotxt.DinoTxtModel, opt: torch.optim.Optimizer, tokens: torch.Tensor,
-               texts: list[str], positives: torch.Tensor) -> float:
-    """One step on cached backbone tokens: head, text tower and temperature learn."""
-    image = model.embed_backbone_tokens(tokens)
+               texts: list[str], positives: torch.Tensor, *, grounding: float = 0.0,
+               phrases: list[str] | None = None, inside: torch.Tensor | None = None,
+               grounding_temp: float = 0.1) -> float:
+    """One step on cached backbone tokens: head, text tower and temperature learn.
+
+    With ``grounding`` > 0, ``phrases`` (each image's dominant-object phrase) and ``inside``
+    (``cells_inside`` of its box) add the patch grounding term with that weight.
+    """
+    cls, patches = model.head_outputs(tokens)
+    image = torch.cat([cls, patches.mean(dim=1)], dim=-1)  # embed_backbone_tokens, keeping the patches
     text = model.encode_text(model.tokenize(texts))
     loss = multi_positive_clip_loss(image, text, model.logit_scale, positives)
+    if grounding:
+        if phrases is None or inside is None:
+            raise ValueError("grounding needs each image's phrase and the cells inside its box")
+        half = model.config.embed_dim // 2
+        q = model.encode_text(model.tokenize(phrases))[:, half:]
+        same = torch.tensor([[a == b for b in phrases] for a in phrases])
+        loss = loss + grounding * grounding_loss(patches, q, inside, same, grounding_temp)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
@@ -188,6 +248,8 @@ def train(out_dir: Path, recipe: DinoTxtRecipe | None = None, *, log_every: int 
     g = torch.Generator().manual_seed(r.seed)
     if r.object_crops and r.shape_twins:  # before the pool is rendered
         raise ValueError("object_crops and shape_twins do not combine (twins are sampled in pairs)")
+    if r.grounding and (r.object_crops or r.shape_twins):
+        raise ValueError("grounding needs every training image's box: not with object_crops or shape_twins")
     pool, sample = common.captioned_training_pool(r.train_scenes, model.image_size, r.shape_twins,
                                                   r.mixed_fraction)
     if r.object_crops:
@@ -196,6 +258,9 @@ def train(out_dir: Path, recipe: DinoTxtRecipe | None = None, *, log_every: int 
         pool = concat_pools([pool, object_crops(pool, chosen, generator=g)])
     print("caching frozen backbone tokens ...", flush=True)
     tokens = cached_tokens(model, pool.images)
+    if r.grounding:
+        phrases = [dominant_phrase(f) for f in pool.facts]
+        inside = cells_inside(pool.boxes, model.image_size, model.config.patch_size)
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(common.param_groups(model, r.weight_decay), lr=r.lr)
     log = common.Logger(r.steps, log_every)
@@ -204,7 +269,9 @@ def train(out_dir: Path, recipe: DinoTxtRecipe | None = None, *, log_every: int 
         common.set_lr(opt, common.cosine_schedule(step, r.steps, r.lr, r.min_lr, r.warmup))
         idx, texts = sample(pool.captions, r.batch_size, g)
         positives = common.caption_positives(texts, [pool.facts[i] for i in idx.tolist()], r.true_captions)
-        loss = train_step(model, opt, tokens[idx], texts, positives)
+        extra = ({"grounding": r.grounding, "phrases": [phrases[i] for i in idx.tolist()],
+                  "inside": inside[idx], "grounding_temp": r.grounding_temp} if r.grounding else {})
+        loss = train_step(model, opt, tokens[idx], texts, positives, **extra)
         log.log(step, loss, lr=opt.param_groups[0]["lr"], scale=model.logit_scale.exp().item())
         if r.eval_every and (step + 1) % r.eval_every == 0 and step + 1 < r.steps:
             print(f"  step {step + 1}: zero-shot top-1 {evaluate(model)['zero_shot_top1_80_templates']:.3f}",
