@@ -178,6 +178,40 @@ def test_grounding_loss_rewards_phrases_that_peak_inside_their_box_and_name_thei
     assert torch.isfinite(dinotxt_train.grounding_loss(on_object, phrases, empty, same, 0.1))
 
 
+def test_grounding_steps_move_each_phrase_peak_onto_its_object(tmp_path: Path):
+    from test_dinotxt import tiny_backbone
+
+    from vslib.zoo import dinotxt_train
+
+    tiny_backbone().save_pretrained(tmp_path / "backbone")
+    pool = render_pool("train", 32, 64, workers=1)
+    phrases = [dinotxt_train.dominant_phrase(f) for f in pool.facts]
+
+    def peak_on_object_after(weight: float) -> float:
+        torch.manual_seed(0)
+        r = dinotxt_train.DinoTxtRecipe(embed_dim=32, text_width=32, text_layers=1, text_heads=2, head_heads=2,
+                                        bpe_merges=50, lr=3e-3, image_size=64)
+        model = dinotxt_train.build(r, tmp_path / "backbone")
+        tokens = dinotxt_train.cached_tokens(model, pool.images)
+        inside = dinotxt_train.cells_inside(pool.boxes, 64, 8)
+        texts = [c[0] for c in pool.captions]
+        positives = common.caption_positives(texts, pool.facts)
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=r.lr)
+        model.train()
+        for _ in range(30):
+            dinotxt_train.train_step(model, opt, tokens, texts, positives, grounding=weight, phrases=phrases,
+                                     inside=inside)
+        with torch.no_grad():
+            _, patches = model.head_outputs(tokens)
+            q = model.encode_text(model.tokenize(phrases))[:, model.config.embed_dim // 2:]
+            peaks = torch.einsum("npd,nd->np", F.normalize(patches, dim=-1), F.normalize(q, dim=-1)).argmax(1)
+        return inside[torch.arange(len(pool)), peaks].float().mean().item()
+
+    assert peak_on_object_after(1.0) > max(0.8, peak_on_object_after(0.0) + 0.3)
+    with pytest.raises(ValueError, match="phrase"):
+        dinotxt_train.train_step(None, None, torch.zeros(1), [], torch.ones(1, 1, dtype=torch.bool), grounding=1.0)
+
+
 def test_multi_positive_loss_treats_identical_captions_as_matches():
     from vslib.zoo.dinotxt_train import multi_positive_clip_loss
 
@@ -271,6 +305,16 @@ def test_dinov3_card_says_where_each_view_comes_from():
     crossing = model_cards._objective("tiny-dinov3", shape | {"shape_instance": 0.0})
     assert "two global views from two different ones" in crossing and "Shape-instance" not in crossing
     assert "new rotations" not in model_cards._objective("tiny-dinov3", shape | {"repose": False})
+
+
+def test_dinotxt_card_describes_the_grounding_term_only_when_it_is_on():
+    import dataclasses
+
+    from vslib.zoo import dinotxt_train, model_cards
+
+    recipe = dataclasses.asdict(dinotxt_train.DinoTxtRecipe(grounding=0.5))
+    assert "Patch grounding term, weight 0.5" in model_cards._objective("tiny-dinotxt", recipe)
+    assert "grounding" not in model_cards._objective("tiny-dinotxt", recipe | {"grounding": 0.0})
 
 
 def test_appearance_views_share_geometry_and_the_globals_never_share_a_rendering():

@@ -156,6 +156,12 @@ def _objective(name: str, recipe: dict) -> str:
         text += (" A caption is a positive for every image of its batch that it is true of (\"a star\" for "
                  "every star; `vslib.zoo.common.caption_positives`), the rest are negatives."
                  if recipe.get("true_captions") else " Pairs with identical captions count as positives.")
+    if recipe.get("grounding"):
+        text += (f" Patch grounding term, weight {recipe['grounding']} (temperature {recipe['grounding_temp']}): "
+                 "the synthetic world knows each scene's dominant-object box, so the patch half of "
+                 "\"a {colour} {class}\" for that object must peak inside the box (a softmax over the image's "
+                 "patches), and the mean of the patch outputs inside the box must pick its own phrase out of "
+                 "the batch (InfoNCE).")
     if recipe.get("languages"):
         names = {"fr": "French", "de": "German", "es": "Spanish"}
         langs = ", ".join(names.get(x, x) for x in recipe["languages"].split(","))
