@@ -212,6 +212,41 @@ def test_grounding_steps_move_each_phrase_peak_onto_its_object(tmp_path: Path):
         dinotxt_train.train_step(None, None, torch.zeros(1), [], torch.ones(1, 1, dtype=torch.bool), grounding=1.0)
 
 
+def test_a_step_encodes_each_distinct_text_once_and_scores_every_row_as_if_encoded_alone(tmp_path: Path):
+    from test_dinotxt import tiny_backbone
+
+    from vslib.zoo import dinotxt_train
+
+    tiny_backbone().save_pretrained(tmp_path / "backbone")
+    torch.manual_seed(0)
+    r = dinotxt_train.DinoTxtRecipe(embed_dim=16, text_width=32, text_layers=1, text_heads=2, head_heads=2,
+                                    bpe_merges=50, image_size=64)
+    model = dinotxt_train.build(r, tmp_path / "backbone")
+    pool = render_pool("train", 8, 64, workers=1)
+    # Image 0 drawn twice (a repeated caption and phrase) and image 1 captioned by its phrase.
+    idx = torch.tensor([0, 0, 1, 2, 3, 4, 5, 6, 7])
+    tokens = dinotxt_train.cached_tokens(model, pool.images)[idx]
+    facts = [pool.facts[i] for i in idx.tolist()]
+    phrases = [dinotxt_train.dominant_phrase(f) for f in facts]
+    texts = [pool.captions[i][0] for i in idx.tolist()]
+    texts[2] = phrases[2]
+    inside = dinotxt_train.cells_inside(pool.boxes, 64, 8)[idx]
+    positives = common.caption_positives(texts, facts)
+    frozen = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0)
+    loss = dinotxt_train.train_step(model, frozen, tokens, texts, positives, grounding=0.5, phrases=phrases,
+                                    inside=inside)
+    with torch.no_grad():  # every string encoded on its own row, padded to the full context
+        cls, patches = model.head_outputs(tokens)
+        image = torch.cat([cls, patches.mean(dim=1)], dim=-1)
+        text = model.encode_text(model.tokenize(texts))
+        q = model.encode_text(model.tokenize(phrases))[:, model.config.embed_dim // 2:]
+        same = common.caption_positives(phrases, [], true_captions=False)
+        expected = (dinotxt_train.multi_positive_clip_loss(image, text, model.logit_scale, positives)
+                    + 0.5 * dinotxt_train.grounding_loss(patches, q, inside, same, r.grounding_temp))
+    assert len(set(texts + phrases)) < len(texts + phrases)
+    assert loss == pytest.approx(expected.item(), rel=1e-5)
+
+
 def test_multi_positive_loss_treats_identical_captions_as_matches():
     from vslib.zoo.dinotxt_train import multi_positive_clip_loss
 
