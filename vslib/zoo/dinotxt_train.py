@@ -34,14 +34,14 @@ class DinoTxtRecipe:
     text_layers: int = 4
     text_heads: int = 4
     bpe_merges: int = 400
-    # 50,000 scenes (half out of context, below) and 4,500 steps, to fit the 45-minute budget
-    # with the grounding term (below). 5,000 steps took 59 minutes of training on 2 threads
-    # before each step encoded only its distinct texts; they reached zero-shot top-1 0.864 on
-    # test (monitor: 0.740, 0.820, 0.836, 0.856 at steps 1,000 to 4,000). Without the term, on
-    # the previous tiny-dinov3: 0.776; on an earlier backbone without the instance term, 0.794;
-    # 30,000 scenes with shape twins and 2,800 steps, 0.746.
+    # 50,000 scenes (half out of context, below) and 4,000 steps, to fit the 45-minute budget
+    # with the grounding term (below): a step takes about 0.65 s on 2 threads. 5,000 steps took
+    # 59 minutes of training before each step encoded only its distinct texts, and reached
+    # zero-shot top-1 0.864 on test (monitor: 0.740, 0.820, 0.836, 0.856 at steps 1,000 to 4,000).
+    # Without the term, on the previous tiny-dinov3: 0.776; on an earlier backbone without the
+    # instance term, 0.794; 30,000 scenes with shape twins and 2,800 steps, 0.746.
     train_scenes: int = 50000
-    steps: int = 4500
+    steps: int = 4000
     batch_size: int = 128
     lr: float = 1e-3
     min_lr: float = 1e-5

@@ -1,7 +1,7 @@
 """Reproduce a bundled checkpoint from scratch: ``python -m vslib.zoo.train NAME``.
 
-Each model is meant to train on two CPU cores in at most 45 minutes (tiny-dinotxt's patch
-grounding term currently takes it to about an hour); the model card records the measured time.
+Each model trains on two CPU cores in at most 45 minutes; the model card records the measured
+time.
 The run writes the checkpoint directory, a ``training.json`` with the recipe, timings and evaluation numbers, and the
 model card (``README.md``) quoting them. ``tiny-siglip2-naflex`` is converted from the
 bundled ``tiny-siglip2`` in seconds (:mod:`vslib.zoo.naflex`), not trained; its
