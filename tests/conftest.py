@@ -22,3 +22,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+#: The longest files (minutes each: every chapter re-run in bf16, and four in real mode), first.
+#: ``.ci/test`` hands each file whole to a pytest-xdist worker in this order, so the long ones
+#: start at once and the short ones fill the other workers meanwhile instead of waiting at the end.
+LONGEST_FIRST = ("tests/test_real_mode.py", "tests/test_bf16_chapters.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))  # stable
