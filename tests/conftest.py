@@ -38,7 +38,7 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))  # stable
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: plain pytest works without xdist
 def pytest_xdist_make_scheduler(config, log):
     """How ``.ci/test`` (pytest-xdist) hands out work: each test on its own, except that a
     notebook's cells share a kernel and go whole to one worker, in order, and so do the Ray tests."""
