@@ -432,8 +432,24 @@ def test_clip_loss_by_hand():
     torch.testing.assert_close(got, expected)
     capped = clip_loss(image, text, torch.tensor([10.0]))
     torch.testing.assert_close(capped, clip_loss(image, text, torch.tensor([math.log(100.0)])))
+    lowered = clip_loss(image, text, torch.tensor([10.0]), max_logit_scale=math.log(3.0))
+    torch.testing.assert_close(lowered, clip_loss(image, text, torch.tensor([math.log(3.0)])))
+    assert not torch.allclose(lowered, capped)
     with pytest.raises(ValueError, match="equal shape"):
         clip_loss(image, text[:1], torch.tensor([0.0]))
+
+
+def test_model_loss_caps_the_temperature_where_its_config_says(model):
+    torch.manual_seed(0)
+    image, text = torch.randn(4, 48), torch.randn(4, 48)
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(400.0))
+    at_clip_cap = clip_loss(image, text, torch.tensor([math.log(100.0)]))
+    torch.testing.assert_close(model.loss(image, text), at_clip_cap)
+    model.config.max_logit_scale = math.log(1000.0)
+    uncapped = clip_loss(image, text, torch.tensor([math.log(400.0)]), math.log(1e4))
+    torch.testing.assert_close(model.loss(image, text), uncapped)
+    assert not torch.allclose(uncapped, at_clip_cap)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -908,3 +908,19 @@ def test_a_naflex_patch_budget_sets_the_decoding_side(budget):
 def test_a_patch_budget_must_be_a_whole_number():
     with pytest.raises(ValueError, match="max_num_patches must be a positive whole number, got 2.5"):
         vslib.load_encoder("tiny-siglip2-naflex", device="cpu", max_num_patches=2.5)
+
+
+def test_dinotxt_logit_scale_reports_the_temperature_the_loss_uses():
+    from vslib.zoo import checkpoint_path
+
+    enc = encoders.DinoTxtEncoder("tiny-dinotxt", checkpoint_path("tiny-dinotxt"), torch.device("cpu"),
+                                  torch.float32)
+    with torch.no_grad():  # the loss clamps the parameter, it does not clip it
+        enc.model.logit_scale.fill_(np.log(5000.0))
+    enc.model.config.max_logit_scale = np.log(100.0)
+    assert enc.logit_scale == pytest.approx(100.0)
+    enc.model.config.max_logit_scale = np.log(1000.0)
+    assert enc.logit_scale == pytest.approx(1000.0)
+    with torch.no_grad():
+        enc.model.logit_scale.fill_(np.log(300.0))
+    assert enc.logit_scale == pytest.approx(300.0)

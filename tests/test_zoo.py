@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from functools import partial
 from pathlib import Path
 
@@ -220,8 +221,10 @@ def test_a_step_encodes_each_distinct_text_once_and_scores_every_row_as_if_encod
     tiny_backbone().save_pretrained(tmp_path / "backbone")
     torch.manual_seed(0)
     r = dinotxt_train.DinoTxtRecipe(embed_dim=16, text_width=32, text_layers=1, text_heads=2, head_heads=2,
-                                    bpe_merges=50, image_size=64)
+                                    bpe_merges=50, image_size=64, max_logit_scale=math.log(1000.0))
     model = dinotxt_train.build(r, tmp_path / "backbone")
+    with torch.no_grad():  # above CLIP's cap of 100, below the recipe's
+        model.logit_scale.fill_(math.log(400.0))
     pool = render_pool("train", 8, 64, workers=1)
     # Image 0 drawn twice (a repeated caption and phrase) and image 1 captioned by its phrase.
     idx = torch.tensor([0, 0, 1, 2, 3, 4, 5, 6, 7])
@@ -241,7 +244,8 @@ def test_a_step_encodes_each_distinct_text_once_and_scores_every_row_as_if_encod
         text = model.encode_text(model.tokenize(texts))
         q = model.encode_text(model.tokenize(phrases))[:, model.config.embed_dim // 2:]
         same = common.caption_positives(phrases, [], true_captions=False)
-        expected = (dinotxt_train.multi_positive_clip_loss(image, text, model.logit_scale, positives)
+        expected = (dinotxt_train.multi_positive_clip_loss(image, text, model.logit_scale, positives,
+                                                           math.log(1000.0))
                     + 0.5 * dinotxt_train.grounding_loss(patches, q, inside, same, r.grounding_temp))
     assert len(set(texts + phrases)) < len(texts + phrases)
     assert loss == pytest.approx(expected.item(), rel=1e-5)

@@ -157,6 +157,7 @@ class DinoTxtConfig:
         image_mean: Per-channel mean used to normalise pixels.
         image_std: Per-channel standard deviation used to normalise pixels.
         init_logit_scale: Initial log of the contrastive temperature's inverse.
+        max_logit_scale: Cap on the learned ``logit_scale`` (CLIP's: log 100).
         backbone: Where the frozen backbone comes from: a path relative to the
             model directory or a Hugging Face Hub id ("" if not recorded).
         backbone_sha256: :func:`backbone_sha256` of the backbone the head was
@@ -181,6 +182,7 @@ class DinoTxtConfig:
     image_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     image_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     init_logit_scale: float = math.log(1 / 0.07)
+    max_logit_scale: float = MAX_LOGIT_SCALE
     backbone: str = ""
     backbone_sha256: str = ""
 
@@ -516,17 +518,19 @@ class TextTower(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
+              max_logit_scale: float = MAX_LOGIT_SCALE) -> torch.Tensor:
     """CLIP's symmetric cross-entropy: row ``i`` of each input is a matching pair.
 
     Embeddings are L2-normalised; logits are cosines times ``exp(logit_scale)``
-    (capped at 100); the loss is the mean of the image-to-text and text-to-image
-    cross-entropies.
+    (capped at ``exp(max_logit_scale)``, CLIP's 100 by default); the loss is the
+    mean of the image-to-text and text-to-image cross-entropies.
 
     Args:
         image_emb: ``(N, D)`` image embeddings.
         text_emb: ``(N, D)`` text embeddings, row ``i`` describing image ``i``.
         logit_scale: Log of the inverse temperature (a one-element tensor).
+        max_logit_scale: Cap on ``logit_scale``.
 
     Returns:
         The scalar loss.
@@ -543,7 +547,7 @@ def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torc
         )
     image = F.normalize(image_emb.float(), dim=-1)
     text = F.normalize(text_emb.float(), dim=-1)
-    scale = logit_scale.float().clamp(max=MAX_LOGIT_SCALE).exp()
+    scale = logit_scale.float().clamp(max=max_logit_scale).exp()
     logits = scale * image @ text.T
     targets = torch.arange(logits.shape[0], device=logits.device)
     return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
@@ -829,7 +833,7 @@ class DinoTxtModel(nn.Module):
         return patches.reshape(patches.shape[0], grid_h, grid_w, patches.shape[-1])
 
     def loss(self, image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
-        """CLIP symmetric cross-entropy with this model's learned ``logit_scale``.
+        """CLIP symmetric cross-entropy with this model's learned ``logit_scale`` (and its cap).
 
         Args:
             image_emb: ``(N, embed_dim)`` image embeddings.
@@ -840,7 +844,7 @@ class DinoTxtModel(nn.Module):
 
         Introduced in chapter 3.
         """
-        return clip_loss(image_emb, text_emb, self.logit_scale)
+        return clip_loss(image_emb, text_emb, self.logit_scale, self.config.max_logit_scale)
 
 
 def _check_backbone_fits(config: DinoTxtConfig, backbone: nn.Module) -> None:
