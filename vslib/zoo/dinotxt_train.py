@@ -34,10 +34,10 @@ class DinoTxtRecipe:
     text_layers: int = 4
     text_heads: int = 4
     bpe_merges: int = 400
-    # 50,000 scenes (half out of context, below) and 4,000 steps (37.8 minutes of training for
-    # the bundled weights; steps alone ran at about 0.35 s on 2 threads, so 5,500 should fit the
-    # 45-minute budget) with the grounding term (below). 4,000 steps reached zero-shot top-1 0.844 on test,
-    # 5,000 steps 0.864 (monitor: 0.740, 0.820, 0.836, 0.856 at steps 1,000 to 4,000).
+    # 50,000 scenes (half out of context, below) and 4,000 steps with the grounding term (below):
+    # 37.8 minutes of training for the bundled weights; steps alone ran at about 0.35 s on 2
+    # threads, so 5,500 should fit the 45-minute budget. 4,000 steps reached zero-shot top-1
+    # 0.844 on test, 5,000 steps 0.864 (monitor: 0.740, 0.820, 0.836, 0.856 at steps 1,000 to 4,000).
     # Without the term, on the previous tiny-dinov3: 0.776; on an earlier backbone without the
     # instance term, 0.794; 30,000 scenes with shape twins and 2,800 steps, 0.746.
     train_scenes: int = 50000
@@ -66,8 +66,8 @@ class DinoTxtRecipe:
     # 224 px crops, the head may read the frozen backbone at another resolution than the
     # backbone's training: at 128 px the patch-16 tiny-dinov3 gives an 8 x 8 grid of patch tokens.
     image_size: int = 128
-    # The temperature is fixed. The previous recipe meant to start it at CLIP's cap of
-    # 100 and let it learn, but the float32 start sat a rounding error above the cap, where the
+    # The temperature is fixed (``learn_temperature``). The previous recipe meant to start it at
+    # CLIP's cap of 100 and let it learn, but the float32 start sat a rounding error above the cap, where the
     # clamp passes no gradient, so it stayed at 100: matched image-caption cosines rose to 0.465
     # over training, above released models' 0.1-0.4 (the modality gap; CLIP's own temperature
     # reaches its cap early and stays there). Learned freely (cap 1,000), it settles near 65 and
