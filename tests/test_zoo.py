@@ -142,6 +142,34 @@ def test_dinotxt_steps_reduce_the_loss_and_keep_the_backbone_frozen(tmp_path: Pa
     assert dinotxt.backbone_sha256(model.backbone) == before
 
 
+def test_dinotxt_temperature_trains_only_where_the_recipe_says(tmp_path: Path):
+    from test_dinotxt import tiny_backbone
+
+    from vslib.zoo import dinotxt_train
+
+    torch.manual_seed(0)
+    tiny_backbone().save_pretrained(tmp_path / "backbone")
+    pool = render_pool("train", 8, 32, workers=1)
+    texts = [c[0] for c in pool.captions]
+    positives = common.caption_positives(texts, pool.facts)
+    moved = {}
+    for learn in (False, True):
+        # Started well under its cap, so the clamp passes the gradient when t is learned.
+        r = dinotxt_train.DinoTxtRecipe(embed_dim=16, text_width=32, text_layers=1, text_heads=2, head_heads=2,
+                                        bpe_merges=50, lr=1e-2, image_size=0, init_logit_scale=math.log(10.0),
+                                        max_logit_scale=math.log(100.0), learn_temperature=learn)
+        model = dinotxt_train.build(r, tmp_path / "backbone")
+        tokens = dinotxt_train.cached_tokens(model, pool.images)
+        opt = torch.optim.AdamW(common.param_groups(model, r.weight_decay), lr=r.lr)
+        start = model.logit_scale.item()
+        model.train()
+        for _ in range(3):
+            dinotxt_train.train_step(model, opt, tokens, texts, positives)
+        moved[learn] = abs(model.logit_scale.item() - start)
+    assert moved[False] == 0.0
+    assert moved[True] > 1e-3
+
+
 def test_cells_inside_follow_the_box_on_the_patch_grid():
     from vslib.zoo import dinotxt_train
 
@@ -354,6 +382,19 @@ def test_dinotxt_card_describes_the_grounding_term_only_when_it_is_on():
     recipe = dataclasses.asdict(dinotxt_train.DinoTxtRecipe(grounding=0.5))
     assert "Patch grounding term, weight 0.5" in model_cards._objective("tiny-dinotxt", recipe)
     assert "grounding" not in model_cards._objective("tiny-dinotxt", recipe | {"grounding": 0.0})
+
+
+def test_dinotxt_card_says_whether_the_temperature_learns():
+    import dataclasses
+
+    from vslib.zoo import dinotxt_train, model_cards
+
+    fixed = dataclasses.asdict(dinotxt_train.DinoTxtRecipe(init_logit_scale=math.log(300.0),
+                                                           max_logit_scale=math.log(300.0)))
+    assert "t is fixed at 300; only the head and the text tower train." in model_cards._objective(
+        "tiny-dinotxt", fixed)
+    learned = fixed | {"init_logit_scale": math.log(20.0), "learn_temperature": True}
+    assert "t is learned, starting at 20 and capped at 300" in model_cards._objective("tiny-dinotxt", learned)
 
 
 def test_appearance_views_share_geometry_and_the_globals_never_share_a_rendering():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from vslib import synth
@@ -30,8 +31,7 @@ DESCRIPTIONS = {
         "architecture": "the dino.txt recipe in miniature: frozen `tiny-dinov3` backbone (bit-identical "
         "weights, checked by sha256) read at {image_size} px, a {head_blocks}-block vision head, a causal text transformer "
         "({text_layers} layers, width {text_width}) with a CLIP BPE tokenizer (context {text_context}).",
-        "objective": "CLIP symmetric cross-entropy with a learned temperature; only the head, the "
-        "text tower and the temperature train.",
+        "objective": "CLIP symmetric cross-entropy over cosines times a temperature t.",
         "embedding": "image: concat(head CLS output, mean of head patch outputs); text: end-of-text "
         "token through a linear projection.",
     },
@@ -106,6 +106,8 @@ def _parameters(report: dict) -> str:
 def _objective(name: str, recipe: dict) -> str:
     """The model's objective, with the recipe's optional training choices."""
     text = DESCRIPTIONS[name]["objective"].format(**recipe)
+    if name == "tiny-dinotxt":
+        text += " " + _dinotxt_temperature(recipe)
     if recipe.get("appearances") and recipe.get("restyled_locals"):
         text += (f" Each scene is rendered {recipe['appearances']} times: as itself and with new backgrounds, "
                  "colours and textures on the same geometry (`vslib.synth.render_appearances`). The two global "
@@ -172,6 +174,16 @@ def _objective(name: str, recipe: dict) -> str:
                  "drawn as another class, `vslib.zoo.data.render_twin_pool`), whose captions differ only in "
                  "the object's name.")
     return text
+
+
+def _dinotxt_temperature(recipe: dict) -> str:
+    """What trains in tiny-dinotxt, and whether its temperature is one of them."""
+    start = math.exp(recipe["init_logit_scale"])
+    cap = math.exp(recipe.get("max_logit_scale", recipe["init_logit_scale"]))
+    if recipe.get("learn_temperature"):
+        return (f"t is learned, starting at {start:.0f} and capped at {cap:.0f}; only the head, "
+                "the text tower and t train.")
+    return f"t is fixed at {min(start, cap):.0f}; only the head and the text tower train."
 
 
 def _training_data(recipe: dict) -> str:
