@@ -518,6 +518,12 @@ class TextTower(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
+def loss_scale(logit_scale: torch.Tensor, max_logit_scale: float = MAX_LOGIT_SCALE) -> torch.Tensor:
+    """The factor that multiplies cosines in the contrastive loss: ``exp(logit_scale)``, capped
+    at ``exp(max_logit_scale)`` (a clamp, so no gradient reaches a scale above the cap)."""
+    return logit_scale.float().clamp(max=max_logit_scale).exp()
+
+
 def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
               max_logit_scale: float = MAX_LOGIT_SCALE) -> torch.Tensor:
     """CLIP's symmetric cross-entropy: row ``i`` of each input is a matching pair.
@@ -547,8 +553,7 @@ def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torc
         )
     image = F.normalize(image_emb.float(), dim=-1)
     text = F.normalize(text_emb.float(), dim=-1)
-    scale = logit_scale.float().clamp(max=max_logit_scale).exp()
-    logits = scale * image @ text.T
+    logits = loss_scale(logit_scale, max_logit_scale) * image @ text.T
     targets = torch.arange(logits.shape[0], device=logits.device)
     return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
 
@@ -845,6 +850,10 @@ class DinoTxtModel(nn.Module):
         Introduced in chapter 3.
         """
         return clip_loss(image_emb, text_emb, self.logit_scale, self.config.max_logit_scale)
+
+    def loss_scale(self) -> torch.Tensor:
+        """The factor that multiplies cosines in this model's loss (:func:`loss_scale`)."""
+        return loss_scale(self.logit_scale, self.config.max_logit_scale)
 
 
 def _check_backbone_fits(config: DinoTxtConfig, backbone: nn.Module) -> None:

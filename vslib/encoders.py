@@ -699,9 +699,8 @@ class DinoTxtEncoder(Encoder):
 
     @property
     def logit_scale(self) -> float:
-        """The learned inverse temperature of the contrastive loss, within its cap (chapter 4)."""
-        scale = self.model.logit_scale.detach().float().clamp(max=self.model.config.max_logit_scale)
-        return float(scale.exp())
+        """The inverse temperature of the contrastive loss, within its cap (chapter 4)."""
+        return float(self.model.loss_scale().detach())
 
     def preprocess(self, images: list[Image.Image]) -> dict[str, torch.Tensor]:
         return self._preprocess(images)

@@ -152,7 +152,7 @@ def multi_positive_clip_loss(image: torch.Tensor, text: torch.Tensor, logit_scal
     ``positives`` is (texts, images) bool with a true diagonal (``common.caption_positives``).
     """
     image, text = F.normalize(image, dim=-1), F.normalize(text, dim=-1)
-    logits = logit_scale.clamp(max=max_logit_scale).exp() * text @ image.T
+    logits = dinotxt.loss_scale(logit_scale, max_logit_scale) * text @ image.T
     p = positives.to(logits.dtype)
     text_to_image = F.cross_entropy(logits, p / p.sum(1, keepdim=True))
     image_to_text = F.cross_entropy(logits.T, p.T / p.T.sum(1, keepdim=True))
