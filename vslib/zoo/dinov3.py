@@ -122,7 +122,12 @@ class DinoRecipe:
     # 0.686 / 0.106 / 0.82 without it: a little shape on the mixed split, paid for in copy
     # detection at that length. The full 3,000-step run at weight 0.5 (bundled; 1 thread, 31 min)
     # gained on all three against the same recipe without it: 0.720 / 0.178 / 0.818 against
-    # 0.714 / 0.106 / 0.796.
+    # 0.714 / 0.106 / 0.796. Two more 1,000-step pilots lost on all three: weight 2 gave
+    # 0.672 / 0.144 / 0.602, and twins whose dominant object is also redrawn at a random size
+    # (so that only the shapes are shared, not the sizes), weight 1, gave 0.688 / 0.120 / 0.758.
+    # Neither the CLS token nor the mean of the patch tokens of the bundled model holds shape
+    # (20-NN on mixed: 0.178 and 0.114 at 64 px, 0.124 and 0.128 at 128 px), although a head
+    # trained on its frozen patch tokens with captions reaches 0.502 there (tiny-dinotxt).
     shape_instance: float = 0.5
     seed: int = 0
 
