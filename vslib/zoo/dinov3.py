@@ -127,7 +127,7 @@ class DinoRecipe:
     # (so that only the shapes are shared, not the sizes), weight 1, gave 0.688 / 0.120 / 0.758.
     # Neither the CLS token nor the mean of the patch tokens of the bundled model holds shape
     # (20-NN on mixed: 0.178 and 0.114 at 64 px, 0.124 and 0.128 at 128 px), although a head
-    # trained on its frozen patch tokens with captions reaches 0.502 there (tiny-dinotxt).
+    # trained on its frozen patch tokens with captions reaches 0.542 there (tiny-dinotxt).
     # Length is the lever still open: the bundled run used 1 thread (3,000 steps, 31 min), while
     # 2 threads take 0.3 s a step; the same recipe for 4,000 steps on 2 threads (20 min) gave
     # 0.740 / 0.202 / 0.848 (val 20-NN flat at 0.75 from step 2,000), so about 8,000 steps fit
