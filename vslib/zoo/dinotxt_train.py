@@ -34,6 +34,17 @@ class DinoTxtRecipe:
     # of context, 0.712 / 0.830. The bundled three-block run (2 threads) against the two-block one:
     # 0.744 / 0.822 / 0.850 / 0.880 / 0.882 at steps 1,000 to 5,000 against 0.752 / 0.824 / 0.840 /
     # 0.862 / 0.858; runs of one recipe differ by about 0.02 at a given step.
+    # On an 8,000-step tiny-dinov3 (20-NN 0.752, copy detection 0.860; not bundled, see its
+    # recipe) no run kept matched image-caption cosines inside the released models' 0.1-0.4
+    # (zero-shot / matched cosine on the validation monitor at steps 1,000 to 5,000):
+    #   four blocks, 5,100 steps (0.47 s a step, 41.8 min): 0.756 / 0.846 / 0.864 / 0.888 / 0.894,
+    #     cosines 0.008 / -0.002 / 0.005 / 0.010 / 0.013; on test 0.890, median cosine 0.013;
+    #   three blocks: 0.756 / 0.828 / 0.858 / 0.874, cosines -0.010 / -0.006 / -0.008 / -0.007
+    #     (stopped at step 4,150);
+    #   three blocks at temperature 250, 5,000 steps (33.9 min): 0.756 / 0.862 / 0.868 / 0.868,
+    #     cosines 0.182 / 0.315 / 0.445 / 0.451; on test 0.880, median cosine 0.451.
+    # Where matched cosines settle depends on the backbone as much as on the temperature, so a
+    # new backbone needs the temperature measured again (between 250 and 500).
     head_blocks: int = 3
     head_heads: int = 3  # the backbone's head count, as in dino.txt
     embed_dim: int = 128  # per half: image embedding = concat(CLS, mean patches) = 2 * embed_dim
