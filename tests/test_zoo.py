@@ -245,6 +245,28 @@ def test_grounding_steps_move_each_phrase_peak_onto_its_object(tmp_path: Path):
         dinotxt_train.train_step(None, None, torch.zeros(1), [], torch.ones(1, 1, dtype=torch.bool), grounding=1.0)
 
 
+def test_dinotxt_training_monitors_val_and_reports_test(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from test_dinotxt import tiny_backbone
+
+    from vslib.zoo import dinotxt_train
+
+    torch.manual_seed(0)
+    tiny_backbone().save_pretrained(tmp_path / "backbone")
+    read = []
+
+    def recording_pool(split, per_class=50, size=64, **kw):
+        read.append(split)
+        return render_pool(split, 20, size, workers=1)
+
+    monkeypatch.setattr(dinotxt_train, "eval_pool", recording_pool)
+    r = dinotxt_train.DinoTxtRecipe(embed_dim=16, text_width=32, text_layers=1, text_heads=2, head_heads=2,
+                                    bpe_merges=50, image_size=0, train_scenes=40, steps=3, batch_size=8,
+                                    eval_every=1, grounding=0.0)
+    report = dinotxt_train.train(tmp_path / "out", r, log_every=1, backbone_dir=tmp_path / "backbone")
+    assert read == ["val", "val", "test"]
+    assert 0.0 <= report["metrics"]["zero_shot_top1_80_templates"] <= 1.0
+
+
 def test_a_step_encodes_each_distinct_text_once_and_scores_every_row_as_if_encoded_alone(tmp_path: Path):
     from test_dinotxt import tiny_backbone
 
